@@ -1,0 +1,3 @@
+"""mmfuse_jax: multimodal sequence fusion in JAX/Flax."""
+
+__version__ = "0.1.0"

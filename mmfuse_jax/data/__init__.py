@@ -1,0 +1,80 @@
+"""Data layer: readers (one per format), the synthetic default, batching and the registry.
+
+`load_dataset(config)` returns a validated, standardised `Dataset` ready for batching.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+
+import numpy as np
+
+from mmfuse_jax.data.core import (Batch, Dataset, IEMOCAP_EMOTIONS, MODALITIES, Split,
+                                  lengths_to_mask, select_modalities, validate_dataset)
+from mmfuse_jax.data.pipeline import (iterate_batches, make_batch, shard_batch, standardize)
+from mmfuse_jax.data.synthetic import make_synthetic
+from mmfuse_jax.errors import DataError
+from mmfuse_jax.registry import DATASETS
+
+log = logging.getLogger(__name__)
+
+
+@DATASETS.register("synthetic")
+def _synthetic(config) -> Dataset:
+  d = config.data
+  return make_synthetic(d.synthetic_seed, sizes={"train": d.synthetic_train,
+                                                 "valid": d.synthetic_valid,
+                                                 "test": d.synthetic_test})
+
+
+def _import_readers() -> None:
+  # Readers register themselves on import; a missing optional reader is not an error here.
+  import importlib
+  for name in ("mult_pickle", "mmsa_pickle", "utterance", "csd"):
+    try:
+      importlib.import_module(f"mmfuse_jax.data.{name}")
+    except ModuleNotFoundError as e:
+      if e.name != f"mmfuse_jax.data.{name}":
+        raise
+
+
+def binarize(ds: Dataset) -> Dataset:
+  """Regression labels -> classes {0, 1} with positive = label >= 0 (ARGF / bc-LSTM)."""
+  splits = {k: dataclasses.replace(s, labels=(s.labels >= 0).astype(np.int32))
+            for k, s in ds.splits.items()}
+  return dataclasses.replace(ds, splits=splits, task="classification", num_classes=2)
+
+
+def load_dataset(config, *, standardize_features: bool | None = None) -> tuple[Dataset, dict]:
+  """Reads, checks and standardises the configured dataset.
+
+  Returns (dataset, stats) where stats holds the train-fitted standardisation (mean, std per
+  modality) and the NaN/inf replacement counts.
+  """
+  from mmfuse_jax.config import modalities
+  _import_readers()
+  loader = DATASETS.get(config.dataset)
+  ds = loader(config)
+  mods = modalities(config)
+  ds = select_modalities(ds, mods)
+  counts = validate_dataset(ds, nan_policy=config.data.nan_policy)
+  for split, per_mod in counts.items():
+    for m, c in per_mod.items():
+      log.warning("%s: replaced %d NaN/inf values by 0 in split %r modality %r",
+                  ds.source, c, split, m)
+  if config.data.task == "classification" and ds.task == "regression":
+    ds = binarize(ds)
+  elif config.data.task and config.data.task != ds.task:
+    raise DataError(f"{ds.source}: data.task={config.data.task!r} cannot be made from a "
+                    f"{ds.task!r} dataset")
+  stats = {"nan_replaced": counts}
+  do_std = config.data.standardize if standardize_features is None else standardize_features
+  if do_std:
+    ds, stats["standardize"] = standardize(ds)
+  return ds, stats
+
+
+__all__ = ["Batch", "Dataset", "Split", "MODALITIES", "IEMOCAP_EMOTIONS", "load_dataset",
+           "iterate_batches", "make_batch", "shard_batch", "make_synthetic", "lengths_to_mask",
+           "binarize"]

@@ -1,0 +1,127 @@
+"""Pre-LayerNorm transformer blocks, self- and crossmodal (MulT, Tsai et al. 2019, Sec. 3.2)."""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from mmfuse_jax.layers.attention import MultiHeadAttention, causal_mask
+
+
+def sinusoidal_positions(length: int, dim: int) -> jnp.ndarray:
+  """(length, dim) sine/cosine position table (Vaswani et al. 2017, Sec. 3.5)."""
+  half = dim // 2
+  freq = np.exp(-np.log(10000.0) * np.arange(half) / max(half - 1, 1))
+  pos = np.arange(length)[:, None] * freq[None, :]
+  table = np.concatenate([np.sin(pos), np.cos(pos)], axis=1)
+  if dim % 2:
+    table = np.concatenate([table, np.zeros((length, 1))], axis=1)
+  return jnp.asarray(table, jnp.float32)
+
+
+def last_valid(x: jnp.ndarray, mask: jnp.ndarray) -> jnp.ndarray:
+  """(B, T, D), (B, T) -> (B, D): the last valid time step of each sequence (step T-1 when
+  the mask has no valid step)."""
+  t = x.shape[1]
+  idx = jnp.where(mask.any(1), t - 1 - jnp.argmax(mask[:, ::-1], axis=1), t - 1)
+  return jnp.take_along_axis(x, idx[:, None, None], axis=1)[:, 0]
+
+
+def masked_mean(x: jnp.ndarray, mask: jnp.ndarray) -> jnp.ndarray:
+  """(B, T, D), (B, T) -> (B, D) mean over valid steps (0 where none)."""
+  w = mask.astype(x.dtype)[..., None]
+  return (x * w).sum(1) / jnp.maximum(w.sum(1), 1.0)
+
+
+class TransformerLayer(nn.Module):
+  """x <- x + Drop(MHA(LN(x), LN(x_kv))); x <- x + Drop(FF(LN(x))).
+
+  With x_kv given this is MulT's crossmodal attention block (queries from the target
+  modality, keys and values from the source); otherwise self-attention.
+  """
+  num_heads: int
+  ff_mult: int = 4
+  attn_dropout: float = 0.0
+  relu_dropout: float = 0.0
+  res_dropout: float = 0.0
+  dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, x_kv=None, kv_mask=None, attn_mask=None, *, train: bool = False):
+    ln = nn.LayerNorm(name="ln_attn")
+    h = ln(x)
+    kv = h if x_kv is None else ln(x_kv)
+    attn, details = MultiHeadAttention(self.num_heads, dropout=self.attn_dropout,
+                                       dtype=self.dtype, name="attn")(
+                                           h, kv, kv_mask, attn_mask, train=train)
+    x = x + nn.Dropout(self.res_dropout, deterministic=not train)(attn)
+    d = x.shape[-1]
+    h = nn.LayerNorm(name="ln_ff")(x)
+    h = nn.relu(nn.Dense(self.ff_mult * d, dtype=self.dtype, name="ff1")(h))
+    h = nn.Dropout(self.relu_dropout, deterministic=not train)(h)
+    h = nn.Dense(d, dtype=self.dtype, name="ff2")(h)
+    x = x + nn.Dropout(self.res_dropout, deterministic=not train)(h)
+    return x, details
+
+
+class TransformerEncoder(nn.Module):
+  """MulT's TransformerEncoder: scale by sqrt(d), add sinusoidal positions, embedding
+  dropout, `num_layers` pre-LN layers, final LayerNorm. Cross-attends to x_kv when given.
+
+  Returns (output (B, T_q, d), per-layer details list).
+  """
+  num_heads: int
+  num_layers: int
+  attn_dropout: float = 0.0
+  relu_dropout: float = 0.0
+  res_dropout: float = 0.0
+  embed_dropout: float = 0.0
+  causal: bool = False
+  positions: bool = True
+  scan_layers: bool = True
+  dtype: jnp.dtype = jnp.float32
+
+  def _embed(self, x, train):
+    d = x.shape[-1]
+    x = np.sqrt(d).astype(np.float32) * x
+    if self.positions:
+      x = x + sinusoidal_positions(x.shape[1], d)[None]
+    return nn.Dropout(self.embed_dropout, deterministic=not train)(x)
+
+  @nn.compact
+  def __call__(self, x, q_mask=None, x_kv=None, kv_mask=None, *, train: bool = False):
+    cross = x_kv is not None
+    x = self._embed(x, train)
+    if cross:
+      x_kv = self._embed(x_kv, train)
+    else:
+      kv_mask = q_mask
+    len_k = x_kv.shape[1] if cross else x.shape[1]
+    attn_mask = causal_mask(x.shape[1], len_k) if self.causal else None
+    layer_kwargs = dict(num_heads=self.num_heads, attn_dropout=self.attn_dropout,
+                        relu_dropout=self.relu_dropout, res_dropout=self.res_dropout,
+                        dtype=self.dtype)
+    if self.scan_layers:
+      # One compiled layer body for the whole stack (much faster compiles); details are
+      # stacked along a leading layer axis.
+      def body(layer, carry, _):
+        out, det = layer(carry, x_kv, kv_mask, attn_mask, train=train)
+        return out, det
+      stack = nn.scan(body, variable_axes={"params": 0}, split_rngs={"params": True,
+                                                                    "dropout": True},
+                      length=self.num_layers)
+      x, stacked = stack(TransformerLayer(**layer_kwargs, name="layers"), x, None)
+      details = [jax.tree_util.tree_map(lambda a, i=i: a[i], stacked)
+                 for i in range(self.num_layers)]
+    else:
+      details = []
+      for i in range(self.num_layers):
+        x, det = TransformerLayer(**layer_kwargs, name=f"layer_{i}")(
+            x, x_kv, kv_mask, attn_mask, train=train)
+        details.append(det)
+    x = nn.LayerNorm(name="ln_out")(x)
+    if q_mask is not None:
+      x = jnp.where(q_mask[..., None], x, 0.0)
+    return x, details

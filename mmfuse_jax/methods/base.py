@@ -1,0 +1,77 @@
+"""The method contract: a TrainState and pure train/eval steps.
+
+A method holds only static things (the model, the optimizers, the config); everything that
+changes lives in `TrainState`, a pytree that the loop checkpoints. Several optimizers (ARGF,
+MDM) keep one optax state each in `opt_state` (a dict) over their own parameter subsets;
+extra training state (MCER's generated labels, MDM's critic) lives in `extras`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+
+from mmfuse_jax.losses.task import per_sample_task_loss
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: jnp.ndarray          # int32 scalar
+  params: Any                # the model's 'params' collection
+  model_state: Any           # other mutable collections (e.g. 'batch_stats'), {} if none
+  opt_state: Any             # optax state, or a dict of them for several optimizers
+  lr_scale: jnp.ndarray      # float32 scalar set by the loop (plateau schedule)
+  extras: Any                # method-specific state (dict)
+
+
+class Method:
+  """Base class. Subclasses implement init_state and train_step; eval_step is shared."""
+
+  def __init__(self, config, model, spec, info, steps_per_epoch: int):
+    self.config = config
+    self.model = model
+    self.spec = spec
+    self.info = info
+    self.steps_per_epoch = steps_per_epoch
+
+  # --- helpers -------------------------------------------------------------------------
+  def init_variables(self, rng, batch):
+    """Model variables for a sample batch (never trains; dropout off)."""
+    params_rng, sample_rng = jax.random.split(rng)
+    return self.model.init({"params": params_rng, "sample": sample_rng, "dropout": sample_rng},
+                           batch, train=False)
+
+  def apply(self, params, model_state, batch, *, train: bool, rng=None, mutable=False):
+    variables = {"params": params, **model_state}
+    rngs = None
+    if rng is not None:
+      d, s = jax.random.split(rng)
+      rngs = {"dropout": d, "sample": s}
+    if train and model_state:
+      (out, new_state) = self.model.apply(variables, batch, train=True, rngs=rngs,
+                                          mutable=list(model_state))
+      return out, new_state
+    out = self.model.apply(variables, batch, train=train, rngs=rngs)
+    return out, model_state
+
+  def task_loss_per_sample(self, pred, batch):
+    return per_sample_task_loss(pred, batch.labels, self.info.task, self.config.loss.task)
+
+  # --- the contract ----------------------------------------------------------------------
+  def init_state(self, rng, batch) -> TrainState:
+    raise NotImplementedError
+
+  def train_step(self, state: TrainState, batch, rng) -> tuple[TrainState, dict]:
+    raise NotImplementedError
+
+  def eval_step(self, state: TrainState, batch) -> tuple[jnp.ndarray, jnp.ndarray, dict]:
+    """Deterministic predictions, per-sample task loss and the model's aux."""
+    (pred, aux), _ = self.apply(state.params, state.model_state, batch, train=False)
+    return pred, self.task_loss_per_sample(pred, batch), aux
+
+  def end_of_epoch(self, state: TrainState, epoch: int) -> TrainState:
+    """Hook for methods with per-epoch state updates (MCER's label generation)."""
+    return state

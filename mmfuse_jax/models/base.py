@@ -1,0 +1,69 @@
+"""What every model shares: the registry entry and the task head sizes."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable
+
+import jax.numpy as jnp
+import ml_collections
+
+from mmfuse_jax.registry import MODELS
+
+
+@dataclasses.dataclass(frozen=True)
+class DataInfo:
+  """What a model may know about the data when it is built."""
+  modalities: tuple[str, ...]
+  feature_dims: dict[str, int]
+  max_lengths: dict[str, int]
+  task: str
+  num_classes: int | None = None
+
+  @property
+  def output_dim(self) -> int:
+    return output_dim(self.task, self.num_classes)
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSpec:
+  """A registered model.
+
+  build(net_config, data_info) -> flax Module whose __call__(batch, *, train) returns
+  (prediction, aux). regularizer(aux, batch, config, rng) -> (scalar, metrics dict) is added
+  to the task loss by the standard method. default_net() returns the model's hyper-parameters
+  (config.net); update_config(config) may change other defaults (optimizer, epochs, method).
+  """
+  name: str
+  build: Callable[[ml_collections.ConfigDict, DataInfo], Any]
+  default_net: Callable[[], ml_collections.ConfigDict]
+  method: str = "standard"
+  regularizer: Callable | None = None
+  update_config: Callable[[ml_collections.ConfigDict], None] | None = None
+  modalities: tuple[str, ...] = ("text", "audio", "vision")
+  doc: str = ""
+
+
+def register_model(spec: ModelSpec) -> ModelSpec:
+  return MODELS.register(spec.name)(spec)
+
+
+def output_dim(task: str, num_classes: int | None) -> int:
+  if task in ("regression", "sims"):
+    return 1
+  if task == "iemocap":
+    return 8  # 4 emotions x 2 logits (MulT protocol)
+  if task == "classification":
+    if not num_classes:
+      raise ValueError("classification needs num_classes")
+    return num_classes
+  raise ValueError(f"unknown task {task!r}")
+
+
+def format_output(raw: jnp.ndarray, task: str) -> jnp.ndarray:
+  """(B, output_dim) -> (B,) regression, (B, 4, 2) IEMOCAP logits or (B, C) class logits."""
+  if task in ("regression", "sims"):
+    return raw[:, 0]
+  if task == "iemocap":
+    return raw.reshape(raw.shape[0], 4, 2)
+  return raw

@@ -1,0 +1,103 @@
+"""MulT: Multimodal Transformer for unaligned sequences (Tsai et al., ACL 2019).
+
+Conv1d projections to d per modality, crossmodal transformers for all six directions
+(Sec. 3.2, Eq. 4), a self-attention memory transformer per target modality over the
+concatenated crossmodal outputs, last-step concatenation, and a residual MLP head (Sec. 3.3).
+Defaults follow the public code's MOSI unaligned setting. Two documented differences:
+the causal mask is off by default (`net.causal`), and "last step" is the last *valid* step
+under the padding mask rather than index T-1.
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax.numpy as jnp
+import ml_collections
+
+from mmfuse_jax.layers.transformer import TransformerEncoder, last_valid
+from mmfuse_jax.models.base import DataInfo, ModelSpec, format_output, register_model
+
+
+def default_net() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.d_model = 30            # width per modality (public code hard-codes 30)
+  c.num_heads = 5
+  c.num_layers = 5          # crossmodal layers; memory transformers use max(num_layers, 3)
+  c.attn_dropout = 0.1      # attention dropout when text is the target
+  c.attn_dropout_audio = 0.0
+  c.attn_dropout_vision = 0.0
+  c.relu_dropout = 0.1
+  c.res_dropout = 0.1
+  c.embed_dropout = 0.25
+  c.out_dropout = 0.0
+  c.proj_kernel = 1         # Conv1d kernel of the input projections
+  c.causal = False          # public code: True (shifted future mask); paper: not specified
+  return c
+
+
+class MulTModel(nn.Module):
+  net: ml_collections.ConfigDict
+  info: DataInfo
+
+  def _attn_dropout(self, target: str) -> float:
+    return {"audio": self.net.attn_dropout_audio,
+            "vision": self.net.attn_dropout_vision}.get(target, self.net.attn_dropout)
+
+  @nn.compact
+  def __call__(self, batch, *, train: bool = False):
+    net, mods = self.net, self.info.modalities
+    d = net.d_model
+    proj = {}
+    for m in mods:
+      x = batch.features[m]
+      if m == "text":
+        x = nn.Dropout(net.embed_dropout, deterministic=not train)(x)
+      x = nn.Conv(d, (net.proj_kernel,), padding="SAME", use_bias=False, name=f"proj_{m}")(x)
+      proj[m] = jnp.where(batch.masks[m][..., None], x, 0.0)
+    aux = {"crossmodal": {}, "unimodal": {}}
+    finals = []
+    for t in mods:
+      streams = []
+      for s in mods:
+        if s == t:
+          continue
+        h, details = TransformerEncoder(
+            net.num_heads, net.num_layers, attn_dropout=self._attn_dropout(t),
+            relu_dropout=net.relu_dropout, res_dropout=net.res_dropout,
+            embed_dropout=net.embed_dropout, causal=net.causal, name=f"cross_{s}_to_{t}")(
+                proj[t], batch.masks[t], proj[s], batch.masks[s], train=train)
+        streams.append(h)
+        aux["crossmodal"][f"{s}->{t}"] = details
+      h = jnp.concatenate(streams, axis=-1)
+      h, _ = TransformerEncoder(
+          net.num_heads, max(net.num_layers, 3), attn_dropout=net.attn_dropout,
+          relu_dropout=net.relu_dropout, res_dropout=net.res_dropout,
+          embed_dropout=net.embed_dropout, causal=net.causal, name=f"memory_{t}")(
+              h, batch.masks[t], train=train)
+      last = last_valid(h, batch.masks[t])
+      aux["unimodal"][t] = last
+      finals.append(last)
+    fused = jnp.concatenate(finals, axis=-1)
+    width = fused.shape[-1]
+    h = nn.relu(nn.Dense(width, name="head_1")(fused))
+    h = nn.Dropout(net.out_dropout, deterministic=not train)(h)
+    h = nn.Dense(width, name="head_2")(h) + fused
+    out = nn.Dense(self.info.output_dim, name="out")(h)
+    aux["fused"] = fused
+    return format_output(out, self.info.task), aux
+
+
+def _update_config(config: ml_collections.ConfigDict) -> None:
+  # MulT public code, MOSI: Adam 1e-3, batch 24, grad clip 0.8, ReduceLROnPlateau(patience 20,
+  # factor 0.1) on validation loss, 40 epochs, L1 loss.
+  config.batch_size = 24
+  config.optim.lr = 1e-3
+  config.optim.clip_norm = 0.8
+  config.optim.schedule = "plateau"
+  config.optim.plateau_patience = 20
+  config.optim.plateau_factor = 0.1
+
+
+SPEC = register_model(ModelSpec(
+    name="mult", build=lambda net, info: MulTModel(net, info), default_net=default_net,
+    update_config=_update_config, doc="Multimodal Transformer (Tsai et al. 2019)"))

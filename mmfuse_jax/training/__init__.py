@@ -1,0 +1,1 @@
+"""Training: mesh and sharding, optimizers, checkpoints, metrics, the loop."""

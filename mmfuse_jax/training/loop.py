@@ -1,0 +1,337 @@
+"""`train_and_evaluate(config, workdir)`: the training loop every method shares.
+
+One jit-compiled train step over a 1-D device mesh (batch sharded on 'data', state
+replicated), epochs of seeded shuffles, validation after every epoch, selection and early
+stopping on the validation split only, Orbax checkpoints (latest + best) with automatic
+resume, metrics to metrics.jsonl and TensorBoard, and results.json at the end with the
+selected checkpoint's validation and test metrics. The test split is evaluated once, for
+the selected checkpoint, and never used to choose anything.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import time
+from typing import Any
+
+import jax
+import numpy as np
+
+from mmfuse_jax import config as config_lib
+from mmfuse_jax.data import iterate_batches, load_dataset, shard_batch
+from mmfuse_jax.data.core import Dataset, Split
+from mmfuse_jax.errors import ConfigError
+from mmfuse_jax.models.base import DataInfo
+from mmfuse_jax.registry import METHODS, MODELS
+from mmfuse_jax.training import metrics as metrics_lib
+from mmfuse_jax.training.checkpoint import Checkpoints, abstract_like
+from mmfuse_jax.training.mesh import (batch_sharding, make_data_mesh,
+                                      maybe_initialize_distributed, replicated)
+
+log = logging.getLogger(__name__)
+
+# Config fields that may change between a run and its resumption.
+RESUMABLE_FIELDS = ("epochs", "progress", "patience", "eval_batch_size")
+
+
+@dataclasses.dataclass
+class Experiment:
+  """Everything built from a config: data, model, method, mesh and compiled steps."""
+  config: Any
+  dataset: Dataset
+  data_stats: dict
+  info: DataInfo
+  spec: Any
+  model: Any
+  method: Any
+  mesh: Any
+  batch_sharding: Any
+  state_sharding: Any
+  train_step: Any
+  eval_step: Any
+  init_fn: Any
+
+  @property
+  def num_devices(self) -> int:
+    return self.mesh.devices.size
+
+
+def _round_up(n: int, k: int) -> int:
+  return ((n + k - 1) // k) * k
+
+
+def build_experiment(config, dataset: Dataset | None = None, data_stats: dict | None = None
+                     ) -> Experiment:
+  """Loads data (unless given), builds model and method, and jit-compiles the steps."""
+  from mmfuse_jax import methods, models  # noqa: F401  (fill the registries)
+  config_lib.validate_config(config)
+  spec = MODELS.get(config.model)
+  method_cls = METHODS.get(config.method or spec.method)
+  if dataset is None:
+    dataset, data_stats = load_dataset(config)
+  info = DataInfo(modalities=dataset.modalities, feature_dims=dataset.feature_dims,
+                  max_lengths=dataset.max_lengths, task=dataset.task,
+                  num_classes=dataset.num_classes)
+  mesh = make_data_mesh(config.num_devices)
+  ndev = mesh.devices.size
+  if config.batch_size % ndev:
+    raise ConfigError(f"batch_size={config.batch_size} must be a multiple of the "
+                      f"{ndev} devices in the mesh")
+  steps_per_epoch = -(-len(dataset.splits["train"]) // config.batch_size)
+  model = spec.build(config.net, info)
+  method = method_cls(config, model, spec, info, steps_per_epoch)
+  b_sh, r_sh = batch_sharding(mesh), replicated(mesh)
+  train_step = jax.jit(method.train_step, in_shardings=(r_sh, b_sh, r_sh),
+                       out_shardings=(r_sh, r_sh), donate_argnums=(0,))
+  eval_step = jax.jit(method.eval_step, in_shardings=(r_sh, b_sh), out_shardings=r_sh)
+  init_fn = jax.jit(method.init_state, in_shardings=(r_sh, b_sh), out_shardings=r_sh)
+  return Experiment(config, dataset, data_stats or {}, info, spec, model, method, mesh, b_sh,
+                    r_sh, train_step, eval_step, init_fn)
+
+
+def predict_split(exp: Experiment, state, split: Split, *, with_aux: bool = False):
+  """Deterministic predictions and per-sample task losses on every row of a split."""
+  bs = _round_up(exp.config.eval_batch_size, exp.num_devices)
+  preds, losses, auxes = [], [], []
+  for batch in iterate_batches(split, bs, num_buckets=exp.config.data.num_buckets):
+    n = int(batch.weights.sum())
+    pred, loss, aux = exp.eval_step(state, shard_batch(batch, exp.batch_sharding))
+    pred, loss = jax.device_get((pred, loss))
+    preds.append(np.asarray(pred)[:n]); losses.append(np.asarray(loss)[:n])
+    if with_aux:
+      auxes.append(jax.tree_util.tree_map(lambda a: np.asarray(a)[:n], jax.device_get(aux)))
+  out = (np.concatenate(preds), np.concatenate(losses))
+  return out + (auxes,) if with_aux else out
+
+
+def evaluate_split(exp: Experiment, state, split: Split) -> dict[str, float]:
+  preds, losses = predict_split(exp, state, split)
+  m = metrics_lib.task_metrics(exp.info.task, preds, split.labels)
+  m["loss"] = float(np.mean(losses))
+  return m
+
+
+def selection_rule(config, task: str) -> tuple[str, str]:
+  metric, mode = metrics_lib.SELECTION_DEFAULTS[task]
+  return config.select_metric or metric, config.select_mode or mode
+
+
+def _first_batch(exp: Experiment):
+  split = exp.dataset.splits["train"]
+  rows = np.arange(min(len(split), exp.config.batch_size))
+  from mmfuse_jax.data.pipeline import make_batch
+  return shard_batch(make_batch(split, rows, exp.config.batch_size,
+                                exp.config.data.num_buckets), exp.batch_sharding)
+
+
+def init_state(exp: Experiment):
+  rng = jax.random.PRNGKey(exp.config.seed)
+  init_rng, _ = jax.random.split(rng)
+  return exp.init_fn(init_rng, _first_batch(exp))
+
+
+def _write_json_atomic(path: str, obj) -> None:
+  tmp = path + ".tmp"
+  with open(tmp, "w") as f:
+    json.dump(obj, f, indent=2, sort_keys=True, default=float)
+  os.replace(tmp, path)
+
+
+def _check_workdir_config(workdir: str, config) -> None:
+  path = os.path.join(workdir, "config.json")
+  if not os.path.exists(path):
+    return
+  with open(path) as f:
+    old = json.load(f)
+  new = json.loads(config_lib.to_json(config))
+  diff = [k for k in sorted(set(old) | set(new))
+          if k not in RESUMABLE_FIELDS and old.get(k) != new.get(k)]
+  if diff:
+    raise ConfigError(f"{workdir} holds a run with a different config (fields {diff}); "
+                      f"use a new --workdir or the same settings to resume")
+
+
+class _Writers:
+  """metrics.jsonl and TensorBoard (tensorboardX) on process 0."""
+
+  def __init__(self, workdir: str, history: list[dict]):
+    self.active = jax.process_index() == 0
+    self.path = os.path.join(workdir, "metrics.jsonl")
+    self.tb = None
+    if not self.active:
+      return
+    with open(self.path, "w") as f:  # rewritten from the checkpoint on resume
+      for row in history:
+        f.write(json.dumps(row) + "\n")
+    try:
+      from tensorboardX import SummaryWriter
+      self.tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+    except ImportError:  # optional
+      self.tb = None
+
+  def write(self, row: dict) -> None:
+    if not self.active:
+      return
+    with open(self.path, "a") as f:
+      f.write(json.dumps(row) + "\n")
+    if self.tb is not None:
+      for split in ("train", "valid"):
+        for k, v in row.get(split, {}).items():
+          self.tb.add_scalar(f"{split}/{k}", v, row["epoch"])
+      self.tb.add_scalar("lr_scale", row["lr_scale"], row["epoch"])
+      self.tb.flush()
+
+  def close(self) -> None:
+    if self.tb is not None:
+      self.tb.close()
+
+
+def train_and_evaluate(config, workdir: str, *, dataset: Dataset | None = None,
+                       data_stats: dict | None = None) -> dict:
+  """Trains, selects on validation, evaluates the selected checkpoint on test.
+
+  Rerunning with the same workdir resumes from the latest checkpoint; a finished run
+  returns its results.json unchanged.
+  """
+  maybe_initialize_distributed()
+  results_path = os.path.join(workdir, "results.json")
+  if os.path.exists(results_path):
+    with open(results_path) as f:
+      log.info("%s is a finished run; returning its results", workdir)
+      return json.load(f)
+  # Everything that can fail on bad input happens before the workdir is touched.
+  exp = build_experiment(config, dataset, data_stats)
+  _check_workdir_config(workdir, config)
+  os.makedirs(workdir, exist_ok=True)
+  if jax.process_index() == 0:
+    with open(os.path.join(workdir, "config.json"), "w") as f:
+      f.write(config_lib.to_json(config))
+  wall_start = time.perf_counter()
+  select_metric, select_mode = selection_rule(config, exp.info.task)
+  better = (lambda a, b: a < b) if select_mode == "min" else (lambda a, b: a > b)
+
+  state = init_state(exp)
+  ckpt = Checkpoints(workdir)
+  loop = {"epoch": 0, "history": [], "best_value": None, "best_epoch": 0,
+          "since_best": 0, "plateau_best": None, "plateau_bad": 0, "stopped_early": False,
+          "train_time_s": 0.0, "train_steps_timed": 0, "compile_s": 0.0}
+  restored = ckpt.restore_latest(abstract_like(state, exp.state_sharding))
+  if restored is not None:
+    state, loop = restored
+    log.info("resuming %s after epoch %d", workdir, loop["epoch"])
+  writers = _Writers(workdir, loop["history"])
+  train_rng = jax.random.split(jax.random.PRNGKey(config.seed))[1]
+  train_split, valid_split = exp.dataset.splits["train"], exp.dataset.splits["valid"]
+
+  from tqdm.auto import tqdm
+  bar = tqdm(range(loop["epoch"], config.epochs), initial=loop["epoch"], total=config.epochs,
+             disable=not config.progress or jax.process_index() != 0, desc=config.model,
+             unit="epoch")
+  for epoch in bar:
+    if loop["stopped_early"]:
+      break
+    step_metrics = []
+    t0 = time.perf_counter()
+    first_step_time = None
+    for batch in iterate_batches(train_split, config.batch_size, shuffle=True, seed=config.seed,
+                                 epoch=epoch, num_buckets=config.data.num_buckets):
+      state, m = exp.train_step(state, shard_batch(batch, exp.batch_sharding), train_rng)
+      step_metrics.append(m)
+      if first_step_time is None and epoch == loop["epoch"] and not loop["compile_s"]:
+        jax.block_until_ready(state.step)
+        first_step_time = time.perf_counter() - t0
+    step_metrics = jax.device_get(step_metrics)
+    t_train = time.perf_counter() - t0
+    n_steps = len(step_metrics)
+    if first_step_time is not None:
+      loop["compile_s"] = first_step_time
+      t_train -= first_step_time; n_steps -= 1
+    loop["train_time_s"] += t_train
+    loop["train_steps_timed"] += n_steps
+    train_m = {k: float(np.mean([s[k] for s in step_metrics])) for k in step_metrics[0]}
+    state = exp.method.end_of_epoch(state, epoch)
+    valid_m = evaluate_split(exp, state, valid_split)
+    value = valid_m[select_metric]
+    improved = loop["best_value"] is None or better(value, loop["best_value"])
+    if improved:
+      loop.update(best_value=value, best_epoch=epoch + 1, since_best=0)
+    else:
+      loop["since_best"] += 1
+    # Plateau schedule on the validation loss (MulT: ReduceLROnPlateau).
+    lr_scale = float(state.lr_scale)
+    if config.optim.schedule == "plateau":
+      if loop["plateau_best"] is None or valid_m["loss"] < loop["plateau_best"]:
+        loop["plateau_best"], loop["plateau_bad"] = valid_m["loss"], 0
+      else:
+        loop["plateau_bad"] += 1
+        if loop["plateau_bad"] > config.optim.plateau_patience:
+          lr_scale *= config.optim.plateau_factor
+          loop["plateau_bad"] = 0
+          state = state.replace(lr_scale=jax.device_put(np.float32(lr_scale),
+                                                        exp.state_sharding))
+    row = {"epoch": epoch + 1, "train": train_m, "valid": valid_m, "lr_scale": lr_scale,
+           "selected": improved}
+    loop["history"].append(row)
+    loop["epoch"] = epoch + 1
+    if config.patience and loop["since_best"] >= config.patience:
+      loop["stopped_early"] = True
+    if improved:
+      ckpt.save_best(epoch + 1, state, {"epoch": epoch + 1, "valid": valid_m})
+    ckpt.save_latest(epoch + 1, state, loop)
+    writers.write(row)
+    bar.set_postfix({f"valid_{select_metric}": f"{value:.4f}",
+                     "best_epoch": loop["best_epoch"]})
+  bar.close()
+  writers.close()
+
+  best = ckpt.restore_best(abstract_like(state, exp.state_sharding))
+  ckpt.close()
+  best_state, best_meta = best
+  valid_final = evaluate_split(exp, best_state, valid_split)
+  test_final = evaluate_split(exp, best_state, exp.dataset.splits["test"])
+  steps = loop["train_steps_timed"]
+  results = {
+      "model": config.model, "dataset": config.dataset, "seed": config.seed,
+      "selected_epoch": best_meta["epoch"], "select_metric": select_metric,
+      "select_mode": select_mode, "epochs_run": loop["epoch"],
+      "stopped_early": loop["stopped_early"], "valid": valid_final, "test": test_final,
+      "num_devices": exp.num_devices, "wall_time_s": time.perf_counter() - wall_start,
+      "compile_s": loop["compile_s"],
+      "train_steps_per_s": steps / loop["train_time_s"] if loop["train_time_s"] > 0 else None,
+      "config": config.to_dict(),
+      "data": {"source": exp.dataset.source,
+               "sizes": {k: len(v) for k, v in exp.dataset.splits.items()},
+               "nan_replaced": exp.data_stats.get("nan_replaced", {})},
+  }
+  if jax.process_index() == 0:
+    _write_json_atomic(results_path, results)
+  return results
+
+
+def train_seeds(config, workdir: str, seeds: list[int], **kwargs) -> dict:
+  """Runs one seed per sub-workdir (seed_<s>) and writes summary.json with mean +- std of
+  the selected checkpoints' validation and test metrics."""
+  runs = []
+  for s in seeds:
+    c = config.copy_and_resolve_references()
+    c.seed = s
+    runs.append(train_and_evaluate(c, os.path.join(workdir, f"seed_{s}"), **kwargs))
+  summary = summarize(runs)
+  if jax.process_index() == 0:
+    os.makedirs(workdir, exist_ok=True)
+    _write_json_atomic(os.path.join(workdir, "summary.json"), summary)
+  return summary
+
+
+def summarize(runs: list[dict]) -> dict:
+  out = {"seeds": [r["seed"] for r in runs], "model": runs[0]["model"],
+         "dataset": runs[0]["dataset"]}
+  for split in ("valid", "test"):
+    keys = runs[0][split].keys()
+    out[split] = {k: {"mean": float(np.mean([r[split][k] for r in runs])),
+                      "std": float(np.std([r[split][k] for r in runs])),
+                      "values": [r[split][k] for r in runs]} for k in keys}
+  return out
