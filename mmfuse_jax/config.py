@@ -48,6 +48,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.synthetic_test = 300
   c.data.synthetic_seed = 0
   c.data.label_key = ""          # reader-specific label choice
+  c.data.context = False         # utterance data: give each utterance its video's utterances
 
   c.optim = ml_collections.ConfigDict()
   c.optim.name = "adam"          # 'adam' | 'adamw'

@@ -72,6 +72,9 @@ def load_dataset(config, *, standardize_features: bool | None = None) -> tuple[D
   do_std = config.data.standardize if standardize_features is None else standardize_features
   if do_std:
     ds, stats["standardize"] = standardize(ds)
+  if config.data.context:  # after standardising, so each utterance counts once in the stats
+    from mmfuse_jax.data.context import dataset_with_video_context
+    ds = dataset_with_video_context(ds)
   return ds, stats
 
 

@@ -29,12 +29,15 @@ class Batch:
   labels: (B,) float32 for regression, (B,) int32 class ids, or (B, K) int32 for IEMOCAP.
   weights: (B,) float32, 0 for filler rows that pad a batch to a multiple of the devices.
   index: (B,) int32 row of each sample in its split (-1 for filler): ids, generated labels.
+  extras: name -> (B, ...) per-sample arrays a reader adds (e.g. 'position' of an utterance
+  in its video context, unimodal labels); {} when none.
   """
   features: dict[str, Any]
   masks: dict[str, Any]
   labels: Any
   weights: Any
   index: Any
+  extras: dict[str, Any] = flax.struct.field(default_factory=dict)
 
   @property
   def modalities(self) -> tuple[str, ...]:
@@ -53,6 +56,7 @@ class Split:
   labels: np.ndarray
   ids: np.ndarray
   groups: np.ndarray | None = None  # e.g. video id per utterance, for context models
+  extras: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)  # (N, ...) each
 
   def __len__(self) -> int:
     return int(self.labels.shape[0])
@@ -63,7 +67,8 @@ class Split:
         masks={m: x[rows] for m, x in self.masks.items()},
         labels=self.labels[rows],
         ids=self.ids[rows],
-        groups=None if self.groups is None else self.groups[rows])
+        groups=None if self.groups is None else self.groups[rows],
+        extras={k: v[rows] for k, v in self.extras.items()})
 
 
 @dataclasses.dataclass

@@ -100,7 +100,9 @@ def make_batch(split: Split, rows: np.ndarray, batch_size: int, num_buckets: int
   labels = split.labels[rows_p]
   weights = np.concatenate([np.ones(n, np.float32), np.zeros(max(pad, 0), np.float32)])
   index = np.concatenate([rows, -np.ones(max(pad, 0), np.int64)]).astype(np.int32)
-  return Batch(features=feats, masks=masks, labels=labels, weights=weights, index=index)
+  extras = {k: v[rows_p] for k, v in split.extras.items()}
+  return Batch(features=feats, masks=masks, labels=labels, weights=weights, index=index,
+               extras=extras)
 
 
 def iterate_batches(split: Split, batch_size: int, *, shuffle: bool = False, seed: int = 0,

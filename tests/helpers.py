@@ -1,0 +1,42 @@
+"""Shared test helpers: tiny configs and datasets that train in seconds."""
+
+from __future__ import annotations
+
+from mmfuse_jax import config as config_lib
+from mmfuse_jax.data import make_synthetic
+
+REAL_MOSI_DIR = None
+
+
+def tiny_synthetic(seed: int = 0, n_train: int = 256, n_valid: int = 64, n_test: int = 64,
+                   lengths=None, **kwargs):
+  return make_synthetic(seed, sizes={"train": n_train, "valid": n_valid, "test": n_test},
+                        lengths=lengths or {"text": 8, "audio": 12, "vision": 10}, **kwargs)
+
+
+def tiny_config(model: str, **overrides):
+  """The model's defaults made small: one device, no progress bar, few epochs."""
+  c = config_lib.get_config(model)
+  c.num_devices = 1
+  c.progress = False
+  c.epochs = 2
+  c.batch_size = 32
+  c.eval_batch_size = 64
+  for key, value in overrides.items():
+    node = c
+    parts = key.split(".")
+    for p in parts[:-1]:
+      node = node[p]
+    node[parts[-1]] = value
+  return c
+
+
+def real_mosi_dir() -> str | None:
+  """Path of the real utterance-level MOSI files (env MMFUSE_MOSI_DIR or ../shared)."""
+  import os
+  here = os.path.dirname(os.path.abspath(__file__))
+  for cand in (os.environ.get("MMFUSE_MOSI_DIR"),
+               os.path.join(here, "..", "..", "shared", "data", "mosi-utterance")):
+    if cand and os.path.exists(os.path.join(cand, "mosi_utterance_real.npz")):
+      return os.path.abspath(cand)
+  return None
