@@ -65,7 +65,7 @@ def _make_split(rng, n: int, dims, lengths, directions, *, amplitude: float, mar
 
 def make_synthetic(seed: int = 0, sizes: dict[str, int] | None = None,
                    dims: dict[str, int] | None = None, lengths: dict[str, int] | None = None,
-                   *, amplitude: float = 2.5, marker: float = 3.0, noise: float = 1.0,
+                   *, amplitude: float = 2.5, marker: float = 3.0, noise: float = 0.7,
                    distractors: int = 3, label_noise: float = 0.1,
                    utterances_per_video: int = 8, return_signals: bool = False):
   """Generates train/valid/test splits; the same seed gives the same arrays."""

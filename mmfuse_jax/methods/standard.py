@@ -48,6 +48,6 @@ class StandardMethod(Method):
     updates, opt_state = self.tx.update(grads, state.opt_state, state.params)
     updates = scale_updates(updates, state.lr_scale)
     params = optax.apply_updates(state.params, updates)
-    metrics["grad_norm"] = optax.global_norm(grads)
+    metrics["grad_norm"] = optax.tree.norm(grads)
     return state.replace(step=state.step + 1, params=params, model_state=model_state,
                          opt_state=opt_state), metrics
