@@ -1,0 +1,13 @@
+"""MulT on CMU-MOSI, unaligned, with the public code's default settings (d = 30, 5 heads,
+5 layers, Adam 1e-3, batch 24, clip 0.8, plateau schedule with patience 20, 40 epochs).
+
+python -m mmfuse_jax.train --config=configs/mult/mosi.py --data_dir=DIR_WITH_mosi_data_noalign.pkl
+"""
+
+from mmfuse_jax.config import get_config as library_config
+
+
+def get_config():
+  c = library_config("mult", "mosi")
+  c.epochs = 40
+  return c

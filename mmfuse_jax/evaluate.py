@@ -1,0 +1,85 @@
+"""python -m mmfuse_jax.evaluate --workdir=DIR [--data_dir=PATH] [--splits=valid,test]
+
+Re-evaluates the validation-selected checkpoint of a finished or running workdir on the
+same data (standardisation refitted on train, exactly as in training) and prints the
+metrics. --data_dir points at the data when it moved since training.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+from mmfuse_jax.cli import parse_flags, run_main
+from mmfuse_jax.errors import ConfigError
+
+KNOWN = {"workdir": None, "data_dir": None, "splits": "valid,test", "help": None,
+         "json": None}
+
+
+def load_workdir_config(workdir: str, data_dir: str | None = None):
+  from mmfuse_jax import config as config_lib
+  path = os.path.join(workdir, "config.json")
+  if not os.path.exists(path):
+    raise ConfigError(f"{workdir} has no config.json: not a training workdir")
+  with open(path) as f:
+    config = config_lib.from_json(f.read())
+  if data_dir:
+    config.data_dir = data_dir
+  return config
+
+
+def restore_selected(workdir: str, exp):
+  """The validation-selected TrainState of a workdir, placed on the experiment's mesh."""
+  from mmfuse_jax.training.checkpoint import Checkpoints, abstract_like
+  from mmfuse_jax.training.loop import init_state
+  state = init_state(exp)
+  ckpt = Checkpoints(workdir)
+  restored = ckpt.restore_best(abstract_like(state, exp.state_sharding))
+  ckpt.close()
+  if restored is None:
+    raise ConfigError(f"{workdir} has no selected checkpoint yet (checkpoints/best is empty)")
+  return restored
+
+
+def evaluate_workdir(workdir: str, splits=("valid", "test"), data_dir: str | None = None
+                     ) -> dict:
+  from mmfuse_jax.training.loop import build_experiment, evaluate_split
+  config = load_workdir_config(workdir, data_dir)
+  exp = build_experiment(config)
+  state, meta = restore_selected(workdir, exp)
+  out = {"selected_epoch": meta["epoch"]}
+  for split in splits:
+    if split not in exp.dataset.splits:
+      raise ConfigError(f"unknown split {split!r}; valid: {sorted(exp.dataset.splits)}")
+    out[split] = evaluate_split(exp, state, exp.dataset.splits[split])
+  return out
+
+
+def _main(argv: list[str]) -> int:
+  flags, extra = parse_flags(argv, KNOWN)
+  if flags["help"]:
+    print(__doc__.strip())
+    return 0
+  if extra:
+    raise ConfigError(f"unknown options {sorted(extra)}; valid: {sorted(KNOWN)}")
+  if not flags["workdir"]:
+    raise ConfigError("--workdir is required")
+  splits = tuple(s.strip() for s in flags["splits"].split(",") if s.strip())
+  out = evaluate_workdir(flags["workdir"], splits, flags["data_dir"])
+  if flags["json"]:
+    print(json.dumps(out, indent=2))
+  else:
+    print(f"selected epoch {out['selected_epoch']}")
+    for split in splits:
+      print(f"{split:5s}: " + "  ".join(f"{k}={v:.4f}" for k, v in out[split].items()))
+  return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+  return run_main(_main, argv)
+
+
+if __name__ == "__main__":
+  sys.exit(main())
