@@ -26,7 +26,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.dataset = "synthetic"
   c.data_dir = ""
   c.seed = 0
-  c.epochs = 20
+  c.epochs = 12                  # the quick default; paper configs in configs/ set their own
   c.batch_size = 32              # global batch (all devices)
   c.eval_batch_size = 128
   c.num_devices = 0              # 0: all local devices
@@ -49,6 +49,14 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.synthetic_seed = 0
   c.data.label_key = ""          # reader-specific label choice
   c.data.context = False         # utterance data: give each utterance its video's utterances
+  c.data.file = ""               # data file: a name in data_dir or a path; empty: reader default
+  c.data.aligned = False         # MulT/MMSA pickles: read the word-aligned file, not unaligned
+  c.data.allow_leakage = False   # utterance data: permit a leaky feature/split pair (warns loudly)
+  c.data.split_seed = 0          # seed of a reader's validation carve-out (deterministic)
+  c.data.folds_file = ""         # SDK .csd data: folds JSON; empty: *folds*.json in data_dir
+  c.data.sdk_features = ""       # SDK: 'text=A.csd,audio=B.csd,vision=C.csd'; empty: by name
+  c.data.sdk_labels = ""         # SDK: label .csd; empty: the .csd whose name has 'label'
+  c.data.max_steps = 0           # SDK: keep at most this many steps per segment; 0: all
 
   c.optim = ml_collections.ConfigDict()
   c.optim.name = "adam"          # 'adam' | 'adamw'
