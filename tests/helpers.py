@@ -9,9 +9,12 @@ REAL_MOSI_DIR = None
 
 
 def tiny_synthetic(seed: int = 0, n_train: int = 256, n_valid: int = 64, n_test: int = 64,
-                   lengths=None, **kwargs):
+                   lengths=None, modalities=("text", "audio", "vision"), **kwargs):
+  """Small synthetic data; fewer modalities make models (and their compiles) smaller."""
+  dims = {m: d for m, d in {"text": 12, "audio": 6, "vision": 8}.items() if m in modalities}
   return make_synthetic(seed, sizes={"train": n_train, "valid": n_valid, "test": n_test},
-                        lengths=lengths or {"text": 8, "audio": 12, "vision": 10}, **kwargs)
+                        dims=dims, lengths=lengths or {"text": 8, "audio": 12, "vision": 10},
+                        **kwargs)
 
 
 def tiny_config(model: str, **overrides):

@@ -53,7 +53,7 @@ def test_eight_devices_match_one_device(tmp_path):
 
 
 def test_resume_after_interrupt_gives_same_results(tmp_path, monkeypatch):
-  ds = tiny_synthetic(2, n_train=96, n_valid=32, n_test=32)
+  ds = tiny_synthetic(2, n_train=96, n_valid=32, n_test=32, modalities=("text", "audio"))
   c = tiny_config("mult", epochs=4, **{"net.d_model": 8, "net.num_heads": 2,
                                        "net.num_layers": 1, "optim.schedule": "plateau",
                                        "optim.plateau_patience": 0})
@@ -83,7 +83,7 @@ def test_resume_after_interrupt_gives_same_results(tmp_path, monkeypatch):
 
 
 def test_seeds_summary(tmp_path):
-  ds = tiny_synthetic(3, n_train=64, n_valid=32, n_test=32)
+  ds = tiny_synthetic(3, n_train=64, n_valid=32, n_test=32, modalities=("text", "audio"))
   c = tiny_config("mult", epochs=1, **{"net.d_model": 8, "net.num_heads": 2, "net.num_layers": 1})
   summary = train_seeds(c, str(tmp_path), [1, 2], dataset=ds)
   assert summary["seeds"] == [1, 2]

@@ -133,6 +133,17 @@ def init_state(exp: Experiment):
   return exp.init_fn(init_rng, _first_batch(exp))
 
 
+def save_preprocessing(workdir: str, exp: Experiment) -> None:
+  """What inference needs besides params: data shapes and train-fitted standardisation."""
+  info = dataclasses.asdict(exp.info)
+  info["modalities"] = list(info["modalities"])
+  stats = exp.data_stats.get("standardize", {})
+  _write_json_atomic(os.path.join(workdir, "preprocessing.json"), {
+      "data_info": info, "standardize": {m: {k: np.asarray(v).tolist() for k, v in s.items()}
+                                         for m, s in stats.items()},
+      "context": bool(exp.config.data.context)})
+
+
 def _write_json_atomic(path: str, obj) -> None:
   tmp = path + ".tmp"
   with open(tmp, "w") as f:
@@ -209,6 +220,7 @@ def train_and_evaluate(config, workdir: str, *, dataset: Dataset | None = None,
   if jax.process_index() == 0:
     with open(os.path.join(workdir, "config.json"), "w") as f:
       f.write(config_lib.to_json(config))
+    save_preprocessing(workdir, exp)
   wall_start = time.perf_counter()
   select_metric, select_mode = selection_rule(config, exp.info.task)
   better = (lambda a, b: a < b) if select_mode == "min" else (lambda a, b: a > b)
