@@ -1,8 +1,9 @@
-"""python -m mmfuse_jax.evaluate --workdir=DIR [--data_dir=PATH] [--splits=valid,test]
+"""python -m mmfuse_jax.evaluate --workdir=DIR [--data_dir=PATH] [--splits=valid,test] [--plots]
 
 Re-evaluates the validation-selected checkpoint of a finished or running workdir on the
 same data (standardisation refitted on train, exactly as in training) and prints the
-metrics. --data_dir points at the data when it moved since training.
+metrics. --data_dir points at the data when it moved since training. --plots writes PNG
+plots into the workdir (mmfuse_jax/plots.py).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from mmfuse_jax.cli import parse_flags, run_main
 from mmfuse_jax.errors import ConfigError
 
 KNOWN = {"workdir": None, "data_dir": None, "splits": "valid,test", "help": None,
-         "json": None}
+         "json": None, "plots": None}
 
 
 def load_workdir_config(workdir: str, data_dir: str | None = None):
@@ -43,8 +44,8 @@ def restore_selected(workdir: str, exp):
   return restored
 
 
-def evaluate_workdir(workdir: str, splits=("valid", "test"), data_dir: str | None = None
-                     ) -> dict:
+def evaluate_workdir(workdir: str, splits=("valid", "test"), data_dir: str | None = None,
+                     plots: bool = False) -> dict:
   from mmfuse_jax.training.loop import build_experiment, evaluate_split
   config = load_workdir_config(workdir, data_dir)
   exp = build_experiment(config)
@@ -54,6 +55,9 @@ def evaluate_workdir(workdir: str, splits=("valid", "test"), data_dir: str | Non
     if split not in exp.dataset.splits:
       raise ConfigError(f"unknown split {split!r}; valid: {sorted(exp.dataset.splits)}")
     out[split] = evaluate_split(exp, state, exp.dataset.splits[split])
+  if plots:
+    from mmfuse_jax.plots import plot_workdir
+    out["plots"] = plot_workdir(workdir, exp, state)
   return out
 
 
@@ -67,13 +71,15 @@ def _main(argv: list[str]) -> int:
   if not flags["workdir"]:
     raise ConfigError("--workdir is required")
   splits = tuple(s.strip() for s in flags["splits"].split(",") if s.strip())
-  out = evaluate_workdir(flags["workdir"], splits, flags["data_dir"])
+  out = evaluate_workdir(flags["workdir"], splits, flags["data_dir"], plots=bool(flags["plots"]))
   if flags["json"]:
     print(json.dumps(out, indent=2))
   else:
     print(f"selected epoch {out['selected_epoch']}")
     for split in splits:
       print(f"{split:5s}: " + "  ".join(f"{k}={v:.4f}" for k, v in out[split].items()))
+    for path in out.get("plots", []):
+      print(f"plot: {path}")
   return 0
 
 

@@ -56,11 +56,18 @@ def test_train_then_evaluate_round_trip(tmp_path, capsys):
   out = capsys.readouterr().out
   assert "selected epoch 1" in out and "test :" in out
   results = json.load(open(os.path.join(work, "results.json")))
-  assert evaluate.main([f"--workdir={work}", "--json"]) == 0
+  assert evaluate.main([f"--workdir={work}", "--json", "--plots"]) == 0
   again = json.loads(capsys.readouterr().out)
   for split in ("valid", "test"):
     for k, v in results[split].items():
       assert again[split][k] == pytest.approx(v, rel=1e-5, abs=1e-6)
+  names = {os.path.basename(p) for p in again["plots"]}
+  assert {"learning_curves.png", "embedding_tsne.png", "attention_audio_to_text.png"} <= names
+  import matplotlib.image
+  for path in again["plots"]:
+    assert open(path, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+    h, w = matplotlib.image.imread(path).shape[:2]
+    assert h >= 200 and w >= 300
 
 
 def test_evaluate_without_workdir_is_a_clear_error(tmp_path, capsys):
