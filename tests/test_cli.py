@@ -68,6 +68,15 @@ def test_train_then_evaluate_round_trip(tmp_path, capsys):
     assert open(path, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
     h, w = matplotlib.image.imread(path).shape[:2]
     assert h >= 200 and w >= 300
+  # Modality-drop robustness (MDM Sec. 5.3) of the same checkpoint.
+  assert evaluate.main([f"--workdir={work}", "--drop=zero:text,remove:audio+vision",
+                        "--plots", "--json"]) == 0
+  table = json.loads(capsys.readouterr().out)
+  assert table["clean"]["mae"] == pytest.approx(results["test"]["mae"], rel=1e-5)
+  assert set(table["drops"]) == {"zero:text", "remove:audio+vision"}
+  assert table["drops"]["zero:text"]["metrics"]["mae"] != table["clean"]["mae"]
+  assert os.path.exists(os.path.join(work, "modality_drop.png"))
+  assert os.path.exists(os.path.join(work, "modality_drop_test.json"))
 
 
 def test_evaluate_without_workdir_is_a_clear_error(tmp_path, capsys):

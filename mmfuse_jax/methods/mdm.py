@@ -1,0 +1,263 @@
+"""MDM: task loss minus a mutual-dependency penalty (Colombo et al., EMNLP 2021).
+
+Eq. 5:  L = L_down - lambda * L_MDM, where L_MDM is one of the bounds of Th. 1
+(losses/dependency.py: 'kl' Eq. 6, 'f' Eq. 7, 'w' Eq. 8) evaluated by a statistic network
+T_theta (Table 4). Algorithm 1 inside one jit-compiled `train_step`:
+
+  1. one forward pass of the model on the batch (and, with net.mdm_input='fused', on the
+     negative batch whose modalities were permuted independently), kept as a VJP;
+  2. `net.mdm_unroll` critic updates (lax.fori_loop; AdamW, App. A.1.2) maximising the
+     bound on the stop-gradient representations (a fresh negative permutation per update
+     in 'unimodal' mode, fresh critic dropout in both modes);
+  3. one model update with the gradient of Eq. 5 under the updated critic, pulled back
+     through the VJP of step 1 (one forward and one backward pass of the model per step).
+
+Critic parameters live in `TrainState.extras['critic']`; the optimiser states are
+`opt_state = {'model': ..., 'critic': ...}`. With net.mdm='none' the method is exactly the
+standard one (same state layout as `standard`), so `--net.mdm=none|kl|f|w` alone switches
+the penalty: the four baselines register method='mdm'.
+
+Critic input (`net.mdm_input`):
+  'fused'    (default; paper Fig. 3 and Table 4): T scores the fused representation Z_avl
+             = aux['fused'] of the batch (joint) and of the negative batch built by
+             permuting each modality's features and mask independently (Algorithm 1,
+             'Build Negative Dataset'); costs a second forward pass of the model.
+  'unimodal' T scores concat_m aux['unimodal'][m]; negatives permute each modality's
+             representation independently within the batch (no second forward pass).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from mmfuse_jax.errors import ConfigError
+from mmfuse_jax.losses import dependency as dep
+from mmfuse_jax.losses.task import weighted_mean
+from mmfuse_jax.methods.base import TrainState
+from mmfuse_jax.methods.standard import StandardMethod
+from mmfuse_jax.registry import METHODS
+from mmfuse_jax.training.optim import scale_updates
+
+MDM_KINDS = ("none",) + dep.BOUNDS
+MDM_INPUTS = ("fused", "unimodal")
+
+
+def add_mdm_defaults(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """The MDM fields of a model's `net` config (set with --net.mdm=kl etc.)."""
+  c.mdm = "none"                  # none | kl (Eq. 6) | f (Eq. 7) | w (Eq. 8)
+  c.mdm_lambda = 0.1              # lambda of Eq. 5 (the paper gives no value)
+  c.mdm_unroll = 10               # critic updates per model update (App. A.1.2)
+  c.mdm_input = "fused"           # 'fused' (Fig. 3) | 'unimodal' (see methods/mdm.py)
+  c.mdm_critic_lr = 0.0           # 0: the model's optim.lr
+  c.mdm_critic_weight_decay = 0.01  # AdamW (torch default)
+  c.mdm_critic_dropout = 0.4      # Table 4
+  c.mdm_critic_output = "sigmoid"  # Table 4; 'linear': MINE's unbounded critic
+  c.mdm_gp = 10.0                 # gradient-penalty weight, Lipschitz constraint of Eq. 8
+  c.mdm_ma_rate = 0.0             # > 0: MINE moving-average bias correction ('kl' only)
+  c.mdm_w_log = False             # True: the printed Eq. 8 with log E_Q[T]
+  return c
+
+
+def _check(net) -> None:
+  if "mdm" not in net:
+    raise ConfigError("method 'mdm' needs the net.mdm* fields; add them to the model's "
+                      "default_net() with mmfuse_jax.methods.mdm.add_mdm_defaults")
+  if net.mdm not in MDM_KINDS:
+    raise ConfigError(f"net.mdm must be one of {', '.join(MDM_KINDS)}, got {net.mdm!r}")
+  if net.mdm_input not in MDM_INPUTS:
+    raise ConfigError(f"net.mdm_input must be one of {', '.join(MDM_INPUTS)}, got "
+                      f"{net.mdm_input!r}")
+  if net.mdm_unroll < 0:
+    raise ConfigError(f"net.mdm_unroll must be >= 0, got {net.mdm_unroll}")
+  if net.mdm_critic_output not in ("sigmoid", "linear"):
+    raise ConfigError(f"net.mdm_critic_output must be sigmoid or linear, got "
+                      f"{net.mdm_critic_output!r}")
+
+
+@METHODS.register("mdm")
+class MDMMethod(StandardMethod):
+
+  def __init__(self, config, model, spec, info, steps_per_epoch):
+    super().__init__(config, model, spec, info, steps_per_epoch)
+    net = config.net
+    _check(net)
+    self.kind = net.mdm
+    self.critic = dep.StatisticNetwork(dropout=net.mdm_critic_dropout,
+                                       output=net.mdm_critic_output)
+    lr = net.mdm_critic_lr or config.optim.lr
+    self.critic_tx = optax.adamw(lr, b1=config.optim.b1, b2=config.optim.b2,
+                                 weight_decay=net.mdm_critic_weight_decay)
+
+  @property
+  def active(self) -> bool:
+    return self.kind != "none"
+
+  # --- critic inputs -----------------------------------------------------------------
+  def negative_batch(self, rng, batch):
+    """The batch with each modality's (features, mask) permuted independently."""
+    per_mod = {m: (batch.features[m], batch.masks[m]) for m in batch.features}
+    shuffled = dep.shuffle_modalities(rng, per_mod, batch.weights)
+    return batch.replace(features={m: shuffled[m][0] for m in batch.features},
+                         masks={m: shuffled[m][1] for m in batch.features})
+
+  def joint_inputs(self, aux):
+    if self.config.net.mdm_input == "fused":
+      return aux["fused"]
+    return jnp.concatenate([aux["unimodal"][m] for m in self.info.modalities], axis=-1)
+
+  def marginal_inputs(self, aux, neg_fused, rng, weights):
+    if self.config.net.mdm_input == "fused":
+      return neg_fused
+    parts = dep.shuffle_modalities(rng, {m: aux["unimodal"][m] for m in self.info.modalities},
+                                   weights)
+    return jnp.concatenate([parts[m] for m in self.info.modalities], axis=-1)
+
+  def _critic_apply(self, cparams, z, rng):
+    return self.critic.apply({"params": cparams}, z, train=True, rngs={"dropout": rng})
+
+  def _bound(self, cparams, z_j, z_m, weights, ma, rng):
+    net = self.config.net
+    r1, r2 = jax.random.split(rng)
+    tj = self._critic_apply(cparams, z_j, r1)
+    tm = self._critic_apply(cparams, z_m, r2)
+    return dep.dependency_bound(self.kind, tj, tm, weights, ma_state=ma,
+                                ma_rate=net.mdm_ma_rate, log_marginal=net.mdm_w_log)
+
+  def critic_loss(self, cparams, z_j, z_m, weights, ma, rng):
+    """-(bound) [+ gp * gradient penalty for 'w']; returns (loss, (estimate, new_ma))."""
+    b_rng, gp_rng, drop_rng = jax.random.split(rng, 3)
+    est, sur, new_ma = self._bound(cparams, z_j, z_m, weights, ma, b_rng)
+    loss = -sur
+    if self.kind == "w" and self.config.net.mdm_gp > 0:
+      critic = lambda z: self._critic_apply(cparams, z, drop_rng)  # noqa: E731
+      loss = loss + self.config.net.mdm_gp * dep.gradient_penalty(critic, z_j, z_m, weights,
+                                                                  gp_rng)
+    return loss, (est, new_ma)
+
+  # --- the contract ----------------------------------------------------------------
+  def init_state(self, rng, batch) -> TrainState:
+    state = super().init_state(rng, batch)
+    if not self.active:
+      return state
+    z = jax.eval_shape(
+        lambda p: self.joint_inputs(self.apply(p, state.model_state, batch, train=False)[0][1]),
+        state.params)
+    cparams = self.critic.init(jax.random.fold_in(rng, 17),
+                               jnp.zeros(z.shape, z.dtype))["params"]
+    return state.replace(
+        opt_state={"model": state.opt_state, "critic": self.critic_tx.init(cparams)},
+        extras={"critic": cparams, "ma": jnp.zeros((), jnp.float32),
+                "ma_count": jnp.zeros((), jnp.float32)})
+
+  def train_step(self, state: TrainState, batch, rng):
+    if not self.active:
+      return super().train_step(state, batch, rng)
+    net = self.config.net
+    rng = jax.random.fold_in(rng, state.step)
+    model_rng, neg_rng, neg_model_rng, critic_rng, head_rng = jax.random.split(rng, 5)
+    fused_mode = net.mdm_input == "fused"
+
+    # (1) forward pass(es), kept as a VJP
+    def forward(params):
+      (pred, aux), new_ms = self.apply(params, state.model_state, batch, train=True,
+                                       rng=model_rng, mutable=True)
+      outs = {"pred": pred, "aux": aux}
+      if fused_mode:
+        (_, neg_aux), _ = self.apply(params, state.model_state,
+                                     self.negative_batch(neg_rng, batch), train=True,
+                                     rng=neg_model_rng, mutable=True)
+        outs["neg"] = neg_aux["fused"]
+      return outs, new_ms
+    outs, model_vjp, new_model_state = jax.vjp(forward, state.params, has_aux=True)
+
+    # (2) Unroll critic updates on the (fixed) representations
+    sg = jax.lax.stop_gradient(outs)
+    z_j = self.joint_inputs(sg["aux"])
+    w = batch.weights
+
+    def critic_update(i, carry):
+      cparams, copt, ma, _ = carry
+      r = jax.random.fold_in(critic_rng, i)
+      z_m = self.marginal_inputs(sg["aux"], sg.get("neg"), jax.random.fold_in(r, 1), w)
+      grads, (est, ma) = jax.grad(self.critic_loss, has_aux=True)(cparams, z_j, z_m, w, ma, r)
+      updates, copt = self.critic_tx.update(grads, copt, cparams)
+      updates = scale_updates(updates, state.lr_scale)
+      return optax.apply_updates(cparams, updates), copt, ma, est
+
+    ma0 = (state.extras["ma"], state.extras["ma_count"])
+    cparams, copt, ma, critic_est = jax.lax.fori_loop(
+        0, net.mdm_unroll, critic_update,
+        (state.extras["critic"], state.opt_state["critic"], ma0, jnp.zeros((), jnp.float32)))
+
+    # (3) model update with Eq. 5 under the updated critic
+    reg_rng, marg_rng, bound_rng = jax.random.split(head_rng, 3)
+
+    def head(o):
+      task = weighted_mean(self.task_loss_per_sample(o["pred"], batch), w)
+      metrics = {"task_loss": task}
+      total = task
+      if self.spec.regularizer is not None:
+        reg, reg_metrics = self.spec.regularizer(o["aux"], batch, self.config, reg_rng)
+        total = total + reg
+        metrics.update(reg_metrics)
+      zj = self.joint_inputs(o["aux"])
+      zm = self.marginal_inputs(o["aux"], o.get("neg"), marg_rng, w)
+      est, sur, _ = self._bound(cparams, zj, zm, w, ma, bound_rng)
+      total = total - net.mdm_lambda * sur
+      metrics.update(mdm_estimate=est, loss=total)
+      return total, metrics
+
+    total, head_vjp, metrics = jax.vjp(head, outs, has_aux=True)
+    (cotangent,) = head_vjp(jnp.ones_like(total))
+    (grads,) = model_vjp(cotangent)
+    updates, opt_state = self.tx.update(grads, state.opt_state["model"], state.params)
+    updates = scale_updates(updates, state.lr_scale)
+    params = optax.apply_updates(state.params, updates)
+    metrics["grad_norm"] = optax.global_norm(grads)
+    metrics["mdm_critic_estimate"] = critic_est
+    extras = {"critic": cparams, "ma": ma[0], "ma_count": ma[1]}
+    return state.replace(step=state.step + 1, params=params, model_state=new_model_state,
+                         opt_state={"model": opt_state, "critic": copt},
+                         extras=extras), metrics
+
+  # --- interpretation (paper Sec. 5.4, Tables 3 and 5) ------------------------------
+  def dependency_scores(self, state: TrainState, batch) -> jnp.ndarray:
+    """(B,) T_theta of each sample's own (joint) representation, deterministic: high =
+    the modalities agree/complement each other, low = they contradict (paper Sec. 5.4)."""
+    if not self.active:
+      raise ConfigError("dependency scores need a run trained with net.mdm = kl, f or w")
+    (_, aux), _ = self.apply(state.params, state.model_state, batch, train=False)
+    return self.critic.apply({"params": state.extras["critic"]}, self.joint_inputs(aux),
+                             train=False)
+
+
+def score_split(exp, state, split) -> np.ndarray:
+  """T_theta score of every row of a split (an Experiment from training.loop)."""
+  from mmfuse_jax.data import iterate_batches, shard_batch
+  fn = jax.jit(exp.method.dependency_scores)
+  out = []
+  bs = -(-exp.config.eval_batch_size // exp.num_devices) * exp.num_devices
+  for batch in iterate_batches(split, bs):
+    n = int(batch.weights.sum())
+    out.append(np.asarray(jax.device_get(fn(state, shard_batch(batch, exp.batch_sharding))))[:n])
+  return np.concatenate(out)
+
+
+def dependency_table(workdir: str, *, split: str = "test", top: int = 5, dataset=None) -> dict:
+  """Paper Table 3: the samples of a split with the highest and lowest T_theta scores
+  under the selected checkpoint of a run trained with an MDM penalty.
+
+  Returns {'ids', 'scores' (every row), 'high': [(id, score, label)...], 'low': [...]}."""
+  from mmfuse_jax.training.robustness import load_trained
+  exp, state = load_trained(workdir, dataset=dataset)
+  s = exp.dataset.splits[split]
+  scores = score_split(exp, state, s)
+  order = np.argsort(scores)
+  pick = lambda rows: [(str(s.ids[i]), float(scores[i]), s.labels[i].tolist())  # noqa: E731
+                       for i in rows]
+  return {"ids": [str(i) for i in s.ids], "scores": scores.tolist(),
+          "high": pick(order[::-1][:top]), "low": pick(order[:top])}

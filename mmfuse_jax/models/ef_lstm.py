@@ -1,0 +1,165 @@
+"""EF-LSTM: early-fusion LSTM (the MDM paper's baseline, Sec. 4.3; MMSA's EF_LSTM).
+
+The modalities are concatenated per time step and one (stacked) LSTM reads the fused
+sequence; its last valid hidden state goes through Dense(hidden) + ReLU (the fused
+representation Z_avl of the MDM paper) and a final linear layer A_theta_p.
+
+Unaligned data. Concatenating per time step needs a common time grid. `align_modalities`
+resamples every modality onto the valid steps of a reference modality (`net.align_to`,
+text by default, i.e. one grid step per word as in the aligned CMU convention): modality m
+with L_m valid steps is split into n equal spans in normalised time (n = the reference's
+valid length) and target step k is the overlap-weighted average of the source steps whose
+spans [j/L_m, (j+1)/L_m) overlap [k/n, (k+1)/n) ("area" resampling). Word-aligned data
+(equal masks) pass through unchanged; audio at 375 frames per 50 words is averaged over
+~7.5 frames per word; shorter sequences are repeated. Padding may sit at the front or the
+back: valid steps are packed to the front first. When the reference modality has no
+valid step (a removed modality), the grid is the longest valid modality (capped at the
+grid size).
+
+Documented differences from MMSA's EF_LSTM: no input BatchNorm over time steps (the data
+pipeline standardises features with train statistics); the LSTM runs on the valid steps
+only (MMSA feeds zero padding through the LSTM).
+
+The helpers here (`pack_valid`, `align_modalities`, `MaskedLSTM`) are shared by TFN, LMF
+and MFN.
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax.numpy as jnp
+import ml_collections
+
+from mmfuse_jax.layers.transformer import masked_mean
+from mmfuse_jax.models.base import DataInfo, ModelSpec, format_output, register_model
+
+
+# ----------------------------------------------------------------------------------------
+# Shared sequence helpers
+# ----------------------------------------------------------------------------------------
+def pack_valid(x: jnp.ndarray, mask: jnp.ndarray):
+  """(B, T, D), (B, T) -> (x_packed, lengths): the valid steps moved to the front in their
+  order, zeros after them; lengths (B,) int32."""
+  t = mask.shape[1]
+  steps = jnp.arange(t)
+  order = jnp.argsort(jnp.where(mask, steps, t + steps), axis=1)
+  packed_mask = jnp.take_along_axis(mask, order, axis=1)
+  xp = jnp.take_along_axis(x, order[..., None], axis=1)
+  xp = jnp.where(packed_mask[..., None], xp, 0.0)
+  return xp, mask.sum(1).astype(jnp.int32)
+
+
+def resample_weights(src_len: jnp.ndarray, dst_len: jnp.ndarray, t_src: int, t_dst: int):
+  """(B, t_dst, t_src) area-resampling matrix from src_len to dst_len valid steps (both
+  packed at the front): row k averages the source steps overlapping [k/n, (k+1)/n)."""
+  n = jnp.maximum(dst_len, 1).astype(jnp.float32)[:, None, None]
+  l = jnp.maximum(src_len, 1).astype(jnp.float32)[:, None, None]
+  k = jnp.arange(t_dst, dtype=jnp.float32)[None, :, None]
+  j = jnp.arange(t_src, dtype=jnp.float32)[None, None, :]
+  overlap = jnp.clip(jnp.minimum((k + 1) / n, (j + 1) / l) - jnp.maximum(k / n, j / l), 0.0)
+  valid = (k < dst_len[:, None, None]) & (j < src_len[:, None, None])
+  w = jnp.where(valid, overlap, 0.0)
+  return w / jnp.maximum(w.sum(-1, keepdims=True), 1e-12)
+
+
+def align_modalities(features: dict, masks: dict, ref: str, grid: int):
+  """Resamples every modality onto a common grid of `grid` steps (see the module doc).
+
+  Returns ({m: (B, grid, D_m)}, (B, grid) bool mask with the valid steps at the front,
+  (B,) int32 lengths)."""
+  packed = {m: pack_valid(features[m], masks[m]) for m in features}
+  lengths = {m: packed[m][1] for m in packed}
+  n = lengths[ref]
+  longest = jnp.max(jnp.stack(list(lengths.values())), axis=0)
+  n = jnp.where(n > 0, n, longest)
+  n = jnp.minimum(n, grid)
+  out = {}
+  for m, (xp, lm) in packed.items():
+    w = resample_weights(lm, n, xp.shape[1], grid)
+    out[m] = jnp.einsum("bkj,bjd->bkd", w, xp)
+  mask = jnp.arange(grid)[None, :] < n[:, None]
+  return out, mask, n
+
+
+def reference_modality(net, info: DataInfo) -> str:
+  return net.align_to if net.align_to in info.modalities else info.modalities[0]
+
+
+class MaskedLSTM(nn.Module):
+  """A unidirectional LSTM over the valid steps of each sequence (padding anywhere).
+
+  Returns (outputs (B, T, H) with the valid steps packed at the front and zeros after,
+  final hidden state (B, H): the state after the last valid step, 0 if none)."""
+  hidden: int
+  num_layers: int = 1
+  dropout: float = 0.0  # between stacked layers (PyTorch nn.LSTM semantics)
+
+  @nn.compact
+  def __call__(self, x, mask, *, train: bool = False):
+    x, lengths = pack_valid(x, mask)
+    valid = jnp.arange(x.shape[1])[None, :] < lengths[:, None]
+    h_last = None
+    for i in range(self.num_layers):
+      if i > 0:
+        x = nn.Dropout(self.dropout, deterministic=not train)(x)
+      cell = nn.OptimizedLSTMCell(self.hidden, name=f"lstm_{i}")
+      (c, h), y = nn.RNN(cell, return_carry=True)(x, seq_lengths=lengths)
+      x = jnp.where(valid[..., None], y, 0.0)
+      h_last = jnp.where((lengths > 0)[:, None], h, 0.0)
+    return x, h_last
+
+
+# ----------------------------------------------------------------------------------------
+# EF-LSTM
+# ----------------------------------------------------------------------------------------
+def mdm_net_fields(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """Adds the MDM penalty's fields (methods/mdm.py) to a model's net config."""
+  from mmfuse_jax.methods.mdm import add_mdm_defaults
+  return add_mdm_defaults(c)
+
+
+def default_net() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.hidden = 64             # LSTM width (MMSA-like)
+  c.num_layers = 2
+  c.dropout = 0.3           # between LSTM layers and before the head
+  c.align_to = "text"       # reference modality of the common time grid
+  return mdm_net_fields(c)
+
+
+class EFLSTM(nn.Module):
+  net: ml_collections.ConfigDict
+  info: DataInfo
+
+  @nn.compact
+  def __call__(self, batch, *, train: bool = False):
+    net, mods = self.net, self.info.modalities
+    ref = reference_modality(net, self.info)
+    aligned, mask, _ = align_modalities(batch.features, batch.masks, ref,
+                                        self.info.max_lengths[ref])
+    x = jnp.concatenate([aligned[m] for m in mods], axis=-1)
+    _, h = MaskedLSTM(net.hidden, net.num_layers, net.dropout, name="lstm")(x, mask,
+                                                                            train=train)
+    h = nn.Dropout(net.dropout, deterministic=not train)(h)
+    fused = nn.relu(nn.Dense(net.hidden, name="fc")(h))
+    out = nn.Dense(self.info.output_dim, name="out")(fused)
+    # EF-LSTM has no per-modality encoder: its unimodal views are the time means of the
+    # aligned inputs (parameter-free; see docs/methods/mdm.md).
+    unimodal = {m: masked_mean(aligned[m], mask) for m in mods}
+    return format_output(out, self.info.task), {"fused": fused, "unimodal": unimodal,
+                                                "lstm_last": h}
+
+
+def update_config(config: ml_collections.ConfigDict) -> None:
+  """MDM paper App. A.1.2: AdamW, LR from {2e-3, 1e-3, 5e-4, 1e-4} (1e-3 here), selection
+  on validation MAE (the regression default). Batch size: MMSA's 64."""
+  config.optim.name = "adamw"
+  config.optim.lr = 1e-3
+  config.optim.weight_decay = 0.01  # torch.optim.AdamW default; the paper gives none
+  config.batch_size = 64
+
+
+SPEC = register_model(ModelSpec(
+    name="ef_lstm", build=lambda net, info: EFLSTM(net, info), default_net=default_net,
+    method="mdm", update_config=update_config,
+    doc="Early-fusion LSTM (MDM paper baseline; MMSA EF_LSTM)"))

@@ -1,0 +1,174 @@
+"""MDM method (Algorithm 1 in one train step), robustness table and dependency scores."""
+
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from mmfuse_jax.data.pipeline import make_batch
+from mmfuse_jax.errors import ConfigError
+from mmfuse_jax.losses import dependency as dep
+from mmfuse_jax.losses.task import weighted_mean
+from mmfuse_jax.methods.mdm import dependency_table
+from mmfuse_jax.training import robustness
+from mmfuse_jax.training.loop import build_experiment, init_state, train_and_evaluate
+from tests.helpers import tiny_config, tiny_synthetic
+from tests.test_baselines import TINY_NET
+
+EF = {**{f"net.{k}": v for k, v in TINY_NET["ef_lstm"].items()}, "net.num_layers": 1}
+
+
+def _exp(mdm="kl", ds=None, **overrides):
+  ds = ds or tiny_synthetic(0, n_train=64, n_valid=32, n_test=32)
+  c = tiny_config("ef_lstm", **EF, **{"net.mdm": mdm, **overrides})
+  return build_experiment(c, ds), ds
+
+
+def _batch(ds, n=32, size=32):
+  return make_batch(ds.splits["train"], np.arange(n), size)
+
+
+def test_state_layout_and_config_errors():
+  exp, ds = _exp("w", **{"net.mdm_unroll": 2})
+  st = init_state(exp)
+  assert set(st.opt_state) == {"model", "critic"}
+  widths = [st.extras["critic"][f"dense_{i}"]["kernel"].shape[1] for i in range(5)]
+  assert widths == list(dep.table4_widths(16))  # fused width of EF-LSTM = hidden 16
+  st2, m = exp.train_step(st, _batch(ds), jax.random.PRNGKey(0))
+  assert int(st2.step) == 1 and {"mdm_estimate", "mdm_critic_estimate", "task_loss"} <= set(m)
+  with pytest.raises(ConfigError, match="net.mdm must be one of"):
+    _exp("mi")
+
+
+def test_none_is_exactly_the_standard_method():
+  from mmfuse_jax.methods.standard import StandardMethod
+  exp, ds = _exp("none")
+  st = init_state(exp)
+  assert st.extras == {} and not isinstance(st.opt_state, dict)
+  b = _batch(ds)
+  std = StandardMethod(exp.config, exp.model, exp.spec, exp.info, exp.method.steps_per_epoch)
+  s1, m1 = exp.train_step(st, b, jax.random.PRNGKey(3))
+  s2, m2 = jax.jit(std.train_step)(init_state(exp), b, jax.random.PRNGKey(3))
+  for a, c in zip(jax.tree_util.tree_leaves(s1.params), jax.tree_util.tree_leaves(s2.params)):
+    np.testing.assert_allclose(a, c, rtol=1e-6, atol=1e-7)
+
+
+def test_model_gradient_is_eq5_under_the_critic():
+  """With no critic update (unroll 0) and no dropout, the VJP-based step must give the
+  gradient of L_down - lambda * L_MDM computed directly (unimodal mode)."""
+  exp, ds = _exp("f", **{"net.mdm_unroll": 0, "net.mdm_input": "unimodal",
+                         "net.mdm_critic_dropout": 0.0, "net.mdm_lambda": 0.7,
+                         "net.mdm_critic_output": "linear"})
+  st = init_state(exp)
+  b = _batch(ds, n=27)  # 5 filler rows
+  rng = jax.random.PRNGKey(5)
+  meth = exp.method
+
+  def direct(params):
+    r = jax.random.fold_in(rng, st.step)
+    head_rng = jax.random.split(r, 5)[4]
+    marg_rng = jax.random.split(head_rng, 3)[1]
+    (pred, aux), _ = meth.apply(params, st.model_state, b, train=True)
+    task = weighted_mean(meth.task_loss_per_sample(pred, b), b.weights)
+    zj = jnp.concatenate([aux["unimodal"][m] for m in exp.info.modalities], -1)
+    parts = dep.shuffle_modalities(marg_rng, {m: aux["unimodal"][m]
+                                              for m in exp.info.modalities}, b.weights)
+    zm = jnp.concatenate([parts[m] for m in exp.info.modalities], -1)
+    crit = lambda z: meth.critic.apply({"params": st.extras["critic"]}, z)  # noqa: E731
+    return task - 0.7 * dep.f_bound(crit(zj), crit(zm), b.weights), task
+
+  (loss, task), grads = jax.jit(jax.value_and_grad(direct, has_aux=True))(st.params)
+  _, m = exp.train_step(st, b, rng)
+  np.testing.assert_allclose(m["loss"], loss, rtol=1e-5)
+  np.testing.assert_allclose(m["task_loss"], task, rtol=1e-5)
+  np.testing.assert_allclose(m["grad_norm"], float(jnp.sqrt(sum(
+      (g ** 2).sum() for g in jax.tree_util.tree_leaves(grads)))), rtol=1e-4)
+
+
+def test_critic_unroll_learns_dependence():
+  """Modalities that share a signal: the unrolled critic's DV estimate grows."""
+  ds = tiny_synthetic(0, n_train=64, n_valid=32, n_test=32)
+  tr = ds.splits["train"]
+  mask = tr.masks["text"][..., None]
+  text_mean = (tr.features["text"] * mask).sum(1) / mask.sum(1)
+  tr.features["audio"][:, :, :3] = 3.0 * text_mean[:, None, :3]  # audio repeats text
+  tr.masks["audio"][:] = True
+  exp, _ = _exp("kl", ds=ds, **{"net.mdm_unroll": 10, "net.mdm_input": "unimodal",
+                                "net.mdm_critic_dropout": 0.0, "net.mdm_critic_lr": 3e-3,
+                                "net.mdm_critic_output": "linear", "optim.lr": 1e-6,
+                                "net.mdm_ma_rate": 0.05})  # with MINE's correction
+  st = init_state(exp)
+  b = _batch(ds)
+  ests = []
+  for i in range(8):
+    st, m = exp.train_step(st, b, jax.random.PRNGKey(i))
+    ests.append(float(m["mdm_critic_estimate"]))
+  assert ests[-1] > 0.3 and ests[-1] > ests[0] + 0.2, ests
+  assert float(st.extras["ma_count"]) == 80 and float(st.extras["ma"]) > 0
+
+
+def test_negative_batch_never_uses_filler_rows():
+  exp, ds = _exp("kl")
+  b = _batch(ds, n=20)
+  neg = exp.method.negative_batch(jax.random.PRNGKey(0), b)
+  for m in b.features:
+    # every valid row's features come from a valid row, filler rows stay empty
+    assert not np.asarray(neg.masks[m])[20:].any()
+    assert np.asarray(neg.masks[m])[:20].any(1).all()
+
+
+def test_robustness_table_and_dependency_scores(workdir):
+  ds = tiny_synthetic(1, n_train=64, n_valid=32, n_test=48)
+  c = tiny_config("ef_lstm", epochs=1, **EF, **{"net.mdm": "w", "net.mdm_unroll": 2})
+  r = train_and_evaluate(c, workdir, dataset=ds)
+  drops = ["text", "remove:text+audio", "remove:text+audio+vision"]
+  t = robustness.modality_drop_table(workdir, drops, dataset=ds)
+  assert t["clean"]["mae"] == pytest.approx(r["test"]["mae"], rel=1e-5)
+  for spec in drops:
+    row = t["drops"][spec]
+    assert row["acc2_has0_ratio"] == pytest.approx(
+        row["metrics"]["acc2_has0"] / t["clean"]["acc2_has0"])
+  assert t["drops"]["text"]["metrics"]["mae"] != t["clean"]["mae"]
+  with pytest.raises(ConfigError, match="subset of"):
+    robustness.parse_drop("zero:speech", ("text", "audio"))
+  # all modalities removed: every sample gets the same prediction
+  exp, state = robustness.load_trained(workdir, dataset=ds)
+  from mmfuse_jax.training.loop import predict_split
+  none_left = robustness.corrupt_split(ds.splits["test"], "remove", ("text", "audio", "vision"))
+  preds, _ = predict_split(exp, state, none_left)
+  assert np.ptp(preds) < 1e-5
+  json.dumps(t)
+  table = dependency_table(workdir, dataset=ds, top=3)
+  scores = np.asarray(table["scores"])
+  assert scores.shape == (48,) and np.all((scores > 0) & (scores < 1))
+  assert table["high"][0][1] == pytest.approx(scores.max())
+  assert table["low"][0][1] == pytest.approx(scores.min())
+  assert os.path.exists(os.path.join(workdir, "results.json"))
+
+
+def test_paper_configs_load():
+  import glob
+  from mmfuse_jax import config as config_lib
+  files = sorted(glob.glob(os.path.join(os.path.dirname(__file__), "..", "configs", "mdm",
+                                        "*.py")))
+  assert len(files) == 9
+  for f in files:
+    c = config_lib.load_config_file(f)
+    config_lib.validate_config(c)
+    assert c.method == "mdm" and c.net.mdm in ("w", "none", "kl", "f")
+    assert c.net.mdm_unroll >= 1 and c.optim.name == "adamw"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["kl", "f", "w"])
+def test_ef_lstm_with_mdm_learns(kind, workdir):
+  ds = tiny_synthetic(0, n_train=384, n_valid=96, n_test=96, distractors=0, noise=0.3)
+  label_mean_mae = float(np.mean(np.abs(ds.splits["test"].labels
+                                        - ds.splits["train"].labels.mean())))
+  c = tiny_config("ef_lstm", epochs=10, **EF, **{"net.mdm": kind, "net.mdm_unroll": 3,
+                                                 "optim.lr": 5e-3})
+  r = train_and_evaluate(c, workdir, dataset=ds)
+  assert r["test"]["mae"] < label_mean_mae - 0.15, (kind, r["test"]["mae"], label_mean_mae)
