@@ -1,0 +1,32 @@
+"""RERD on CMU-MOSEI, unaligned (paper Table IX and appendix A).
+
+Latent 64, 4 distillation heads, 3 distillation layers, 5 crossmodal heads, 3 crossmodal
+layers, Adam with a cyclic learning rate between 1e-3 and 5e-3, batch 32, lambda 0.2,
+dropout 0.5 "for all operations" (appendix A), 50 epochs, early stopping after 7 epochs
+(validation split). The cycle length is not given: one half-cycle per 2 epochs here.
+
+python -m mmfuse_jax.train --config=configs/rerd/mosei.py --data_dir=DIR_WITH_mosei_senti_data_noalign.pkl
+"""
+
+from mmfuse_jax.config import get_config as library_config
+
+
+def get_config():
+  c = library_config("rerd", "mosei")
+  c.net.latent_dim = 64
+  c.net.distill_heads = 4
+  c.net.distill_layers = 3
+  c.net.fusion_heads = 5
+  c.net.fusion_layers = 3
+  c.net.msd_weight = 0.2
+  c.net.out_dropout = 0.5
+  c.net.dropout = 0.5
+  c.batch_size = 32
+  c.epochs = 50
+  c.patience = 7
+  c.optim.name = "adam"
+  c.optim.lr = 1e-3
+  c.optim.schedule = "cyclic"
+  c.optim.cyclic_max_lr = 5e-3
+  c.optim.cyclic_half_period_epochs = 2.0
+  return c

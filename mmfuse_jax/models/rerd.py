@@ -1,0 +1,227 @@
+"""RERD: Regularized Expressive Representation Distillation (Guo, Kong, Kot; IEEE TMM 2022).
+
+Per modality a multi-head distillation encoder E = P_a o D_n o P_ro (Eq. 5): a Conv1d
+projection to the latent width, n distillation attention layers (ProbSparse self-attention
+and max-pool halving, Eq. 2-4), a per-step projection to `out_dim` (30 in the reference)
+and the post-alignment layer P_a, a Conv1d along time that maps every modality to the
+shortest distilled length. The aligned sequences are concatenated along features and fused
+by self-attention layers (Eq. 6); the head is Linear-ReLU-Dropout-Linear-Linear (appendix
+B). Training adds lambda * L_MSD (Eq. 10-11, `losses/sinkhorn.py`) through the regulariser.
+
+Fixed lengths: P_a has one weight per input time step, so the model is built for the
+dataset's padded lengths (`DataInfo.max_lengths`); shorter batches (bucketing) are padded
+back to them at the end of the time axis, longer ones are an error.
+
+Ablations (paper Table VII): `use_msd=False` (w/o MSD), `encoder='self_attention'` (w/o
+distillation layers: dense self-attention, no pooling), `encoder='none'` (w/o the multi-head
+distillation encoder: projection, per-step output projection and post-alignment only).
+See docs/methods/rerd.md for every choice the paper leaves open.
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax.numpy as jnp
+import ml_collections
+
+from mmfuse_jax.errors import ConfigError
+from mmfuse_jax.layers.distill import DistillationStack, check_distill_layers, distilled_lengths
+from mmfuse_jax.layers.transformer import TransformerEncoder, sinusoidal_positions
+from mmfuse_jax.losses.sinkhorn import COSTS, KINDS, msd_loss, pairwise_cost
+from mmfuse_jax.models.base import DataInfo, ModelSpec, format_output, register_model
+
+ENCODERS = ("distill", "self_attention", "none")
+HEAD_INPUTS = ("last", "flatten")
+MSD_INPUTS = ("distilled", "aligned")
+
+
+def default_net() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  # Multi-head distillation encoder (Table IX, MOSI column).
+  c.latent_dim = 64          # width of P_ro and of the distillation layers
+  c.distill_heads = 6        # ProbSparse heads (head width latent_dim // heads)
+  c.distill_layers = 3       # n of Eq. 2 (n - 1 halvings)
+  c.distill_ff = 64          # feed-forward width inside a distillation layer (reference)
+  c.factor = 3               # c in U = u = c * ceil(ln L) (reference)
+  c.sample_keys = True       # False: Eq. 3 over all valid keys (no sampling)
+  c.distill_norm = "batch"   # norm in the distilling conv: 'batch' (Informer) or 'layer'
+  c.conv_padding = "SAME"    # distilling conv padding: 'SAME' (zeros) or 'CIRCULAR' (reference)
+  c.distill_positions = True  # add sinusoidal positions after P_ro
+  c.proj_kernel = 1          # kernel of P_ro
+  c.out_dim = 30             # per-modality width after the encoder (reference: 30)
+  c.align_kernel = 1         # kernel of the post-alignment conv along time (odd)
+  c.encoder = "distill"      # 'distill' | 'self_attention' | 'none' (Table VII ablations)
+  # Crossmodal fusion (Eq. 6) and head (appendix B).
+  c.fusion_heads = 5
+  c.fusion_layers = 3
+  c.fusion_positions = True  # sinusoidal positions in the fusion transformer
+  c.dropout = 0.1            # dropout inside encoders and the fusion transformer
+  c.out_dropout = 0.5        # dropout of the head (Table IX)
+  c.head_input = "last"      # 'last': last fused step, 90 wide (appendix B); 'flatten': T*90
+  # Multimodal Sinkhorn distance regulariser (Eq. 7-11).
+  c.use_msd = True
+  c.msd_weight = 0.3         # lambda of Eq. 11 (Table IX: 0.3 MOSI, 0.2 MOSEI / CH-SIMS)
+  c.msd_epsilon = 0.5        # entropic regularisation (reference)
+  c.msd_iterations = 30      # Sinkhorn iterations at most (reference)
+  c.msd_threshold = 1e-3     # ott convergence threshold on the marginal error
+  c.msd_kind = "entropic"    # 'entropic' (Eq. 9) | 'transport' | 'divergence' (debiased)
+  c.msd_cost = "sqeuclidean"  # 'sqeuclidean' (reference) | 'euclidean' (Eq. 9's W_1)
+  c.msd_input = "distilled"  # 'distilled' (encoder output, masked) | 'aligned' (after P_a)
+  c.msd_implicit_diff = True   # True: ott implicit differentiation; False: unrolled
+  return c
+
+
+def validate_net(net, info: DataInfo) -> None:
+  """Checks the RERD settings against the data; ConfigError names the field and limit."""
+  def need(ok, msg):
+    if not ok:
+      raise ConfigError(msg)
+  need(net.encoder in ENCODERS, f"net.encoder must be one of {ENCODERS}, got {net.encoder!r}")
+  need(net.head_input in HEAD_INPUTS,
+       f"net.head_input must be one of {HEAD_INPUTS}, got {net.head_input!r}")
+  need(net.msd_input in MSD_INPUTS,
+       f"net.msd_input must be one of {MSD_INPUTS}, got {net.msd_input!r}")
+  need(net.msd_kind in KINDS, f"net.msd_kind must be one of {KINDS}, got {net.msd_kind!r}")
+  need(net.msd_cost in COSTS, f"net.msd_cost must be one of {COSTS}, got {net.msd_cost!r}")
+  need(net.distill_norm in ("batch", "layer"),
+       f"net.distill_norm must be 'batch' or 'layer', got {net.distill_norm!r}")
+  need(net.conv_padding in ("SAME", "CIRCULAR"),
+       f"net.conv_padding must be 'SAME' or 'CIRCULAR', got {net.conv_padding!r}")
+  need(net.align_kernel >= 1 and net.align_kernel % 2 == 1,
+       f"net.align_kernel must be a positive odd integer, got {net.align_kernel}")
+  need(net.msd_epsilon > 0, f"net.msd_epsilon must be > 0, got {net.msd_epsilon}")
+  need(net.msd_iterations >= 1, f"net.msd_iterations must be >= 1, got {net.msd_iterations}")
+  need(net.distill_heads >= 1 and net.latent_dim >= net.distill_heads,
+       f"net.distill_heads must be in [1, net.latent_dim={net.latent_dim}], got "
+       f"{net.distill_heads}")
+  width = net.out_dim * len(info.modalities)
+  need(width % net.fusion_heads == 0,
+       f"the fused width out_dim * modalities = {width} is not divisible by "
+       f"net.fusion_heads={net.fusion_heads}")
+  if net.encoder == "distill":
+    check_distill_layers(dict(info.max_lengths), net.distill_layers)
+
+
+def encoded_lengths(net, info: DataInfo) -> dict[str, int]:
+  """Length of each modality after its encoder (before post-alignment)."""
+  out = {}
+  for m in info.modalities:
+    t = info.max_lengths[m]
+    if net.encoder == "none":
+      out[m] = t
+    else:
+      out[m] = distilled_lengths(t, net.distill_layers, net.encoder == "distill")[-1]
+  return out
+
+
+def _pad_time(x, mask, length: int, name: str):
+  t = x.shape[1]
+  if t > length:
+    raise ValueError(f"RERD was built for {name} sequences of at most {length} steps "
+                     f"(DataInfo.max_lengths) but got {t}")
+  if t < length:
+    x = jnp.pad(x, ((0, 0), (0, length - t), (0, 0)))
+    mask = jnp.pad(mask, ((0, 0), (0, length - t)))
+  return x, mask
+
+
+class RERDModel(nn.Module):
+  net: ml_collections.ConfigDict
+  info: DataInfo
+
+  @nn.compact
+  def __call__(self, batch, *, train: bool = False):
+    net, info = self.net, self.info
+    mods = info.modalities
+    lengths = encoded_lengths(net, info)
+    t_min = min(lengths.values())
+    aux = {"distilled": {}, "distilled_mask": {}, "aligned": {}, "encoder": {},
+           "distance_maps": {}}
+    for m in mods:
+      x, mask = _pad_time(batch.features[m].astype(jnp.float32), batch.masks[m],
+                          info.max_lengths[m], m)
+      x = nn.Conv(net.latent_dim, (net.proj_kernel,), padding="SAME", name=f"proj_{m}")(x)
+      x = jnp.where(mask[..., None], x, 0.0)
+      if net.encoder != "none":
+        if net.distill_positions:
+          x = x + sinusoidal_positions(x.shape[1], net.latent_dim)[None]
+        x = nn.Dropout(net.dropout, deterministic=not train)(x)
+        x, mask, details = DistillationStack(
+            net.distill_heads, net.distill_layers, d_ff=net.distill_ff, factor=net.factor,
+            distill=net.encoder == "distill", sample_keys=net.sample_keys,
+            dropout=net.dropout, norm=net.distill_norm, padding=net.conv_padding,
+            name=f"encoder_{m}")(x, mask, train=train)
+        aux["encoder"][m] = details
+      x = nn.Dense(net.out_dim, name=f"out_{m}")(x)
+      x = jnp.where(mask[..., None], x, 0.0)
+      aux["distilled"][m], aux["distilled_mask"][m] = x, mask
+      # P_a: a Conv1d whose channels are the time steps (length t_m -> t_min).
+      xt = x.transpose(0, 2, 1)                                         # (B, d, t_m)
+      xt = nn.Conv(t_min, (net.align_kernel,), padding="SAME", name=f"align_{m}")(xt)
+      aux["aligned"][m] = xt.transpose(0, 2, 1)                         # (B, t_min, d)
+    # After P_a every step mixes all valid steps: a sample is valid everywhere (when any
+    # modality has a valid step) or nowhere (filler rows).
+    any_valid = jnp.stack([aux["distilled_mask"][m].any(-1) for m in mods]).any(0)
+    fused_mask = jnp.broadcast_to(any_valid[:, None], (any_valid.shape[0], t_min))
+    aux["aligned_mask"] = fused_mask
+    for i, a in enumerate(mods):
+      for b in mods[i + 1:]:
+        src = aux["distilled"] if net.msd_input == "distilled" else aux["aligned"]
+        aux["distance_maps"][f"{a}-{b}"] = pairwise_cost(src[a], src[b], net.msd_cost)
+    h = jnp.concatenate([aux["aligned"][m] for m in mods], axis=-1)
+    h, _ = TransformerEncoder(net.fusion_heads, net.fusion_layers, attn_dropout=net.dropout,
+                              relu_dropout=net.dropout, res_dropout=net.dropout,
+                              embed_dropout=net.dropout, positions=net.fusion_positions,
+                              name="fusion")(h, fused_mask, train=train)
+    if net.head_input == "last":
+      fused = h[:, -1]
+    else:
+      fused = h.reshape(h.shape[0], -1)
+    width = fused.shape[-1]
+    y = nn.relu(nn.Dense(width, name="head_1")(fused))
+    y = nn.Dropout(net.out_dropout, deterministic=not train)(y)
+    y = nn.Dense(width, name="head_2")(y)
+    out = nn.Dense(info.output_dim, name="head_out")(y)
+    aux["fused"] = fused
+    return format_output(out, info.task), aux
+
+
+def msd_regularizer(aux, batch, config, rng):
+  """lambda * L_MSD (Eq. 11's second term) on the encoder outputs, weighted by
+  batch.weights. Returns (scalar, {'msd': L_MSD})."""
+  del rng
+  net = config.net
+  seqs = aux["distilled"] if net.msd_input == "distilled" else aux["aligned"]
+  if not net.use_msd or len(seqs) < 2:
+    return jnp.zeros((), jnp.float32), {"msd": jnp.zeros((), jnp.float32)}
+  if net.msd_input == "distilled":
+    masks = aux["distilled_mask"]
+  else:
+    masks = {m: aux["aligned_mask"] for m in seqs}
+  value = msd_loss(seqs, masks, batch.weights, epsilon=net.msd_epsilon,
+                   max_iterations=net.msd_iterations, threshold=net.msd_threshold,
+                   kind=net.msd_kind, cost=net.msd_cost, implicit_diff=net.msd_implicit_diff)
+  return net.msd_weight * value, {"msd": value}
+
+
+def build(net, info: DataInfo) -> RERDModel:
+  validate_net(net, info)
+  return RERDModel(net, info)
+
+
+def _update_config(config: ml_collections.ConfigDict) -> None:
+  # Paper appendix A / Table IX (MOSI): Adam 1e-3, batch 16, 50 epochs, LR / 10 after 20.
+  # Per-dataset settings live in configs/rerd/*.py.
+  config.batch_size = 16
+  config.epochs = 50
+  config.optim.lr = 1e-3
+  config.optim.schedule = "step"
+  config.optim.step_epochs = 20
+  config.optim.step_factor = 0.1
+  config.patience = 7
+
+
+SPEC = register_model(ModelSpec(
+    name="rerd", build=build, default_net=default_net, regularizer=msd_regularizer,
+    update_config=_update_config,
+    doc="Regularized Expressive Representation Distillation (Guo et al., IEEE TMM 2022)"))
