@@ -72,6 +72,11 @@ class Method:
     (pred, aux), _ = self.apply(state.params, state.model_state, batch, train=False)
     return pred, self.task_loss_per_sample(pred, batch), aux
 
+  def set_train_split(self, split) -> None:
+    """Called by the loop before init_state: methods with per-sample state (MCER's
+    generated labels) size it from the train split. Records the train labels."""
+    self.train_labels = split.labels
+
   def end_of_epoch(self, state: TrainState, epoch: int) -> TrainState:
     """Hook for methods with per-epoch state updates (MCER's label generation)."""
     return state

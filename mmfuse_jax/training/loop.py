@@ -83,6 +83,7 @@ def build_experiment(config, dataset: Dataset | None = None, data_stats: dict | 
   steps_per_epoch = -(-len(dataset.splits["train"]) // config.batch_size)
   model = spec.build(config.net, info)
   method = method_cls(config, model, spec, info, steps_per_epoch)
+  method.set_train_split(dataset.splits["train"])
   b_sh, r_sh = batch_sharding(mesh), replicated(mesh)
   train_step = jax.jit(method.train_step, in_shardings=(r_sh, b_sh, r_sh),
                        out_shardings=(r_sh, r_sh), donate_argnums=(0,))
@@ -115,6 +116,8 @@ def evaluate_split(exp: Experiment, state, split: Split) -> dict[str, float]:
 
 
 def selection_rule(config, task: str) -> tuple[str, str]:
+  """(metric, 'min'|'max') used to select the checkpoint on validation; select_metric='last'
+  keeps the final epoch (for data whose validation split cannot be trusted)."""
   metric, mode = metrics_lib.SELECTION_DEFAULTS[task]
   return config.select_metric or metric, config.select_mode or mode
 
@@ -266,8 +269,11 @@ def train_and_evaluate(config, workdir: str, *, dataset: Dataset | None = None,
     train_m = {k: float(np.mean([s[k] for s in step_metrics])) for k in step_metrics[0]}
     state = exp.method.end_of_epoch(state, epoch)
     valid_m = evaluate_split(exp, state, valid_split)
-    value = valid_m[select_metric]
-    improved = loop["best_value"] is None or better(value, loop["best_value"])
+    if select_metric == "last":  # fixed-epoch protocol: keep the final epoch
+      value, improved = float(epoch + 1), True
+    else:
+      value = valid_m[select_metric]
+      improved = loop["best_value"] is None or better(value, loop["best_value"])
     if improved:
       loop.update(best_value=value, best_epoch=epoch + 1, since_best=0)
     else:
