@@ -1,6 +1,7 @@
 """Models, one per file; importing this package registers them all."""
 
 from mmfuse_jax.models import mult  # noqa: F401
+from mmfuse_jax.models import mica  # noqa: F401
 from mmfuse_jax.models import rerd  # noqa: F401
 from mmfuse_jax.models import ef_lstm  # noqa: F401
 from mmfuse_jax.models import tfn  # noqa: F401

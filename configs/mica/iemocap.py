@@ -1,0 +1,25 @@
+"""MICA on IEMOCAP (4 emotions, unaligned) (Liang et al. 2021, Table 1, IEMOCAP column).
+
+The task is 'iemocap': (B, 4, 2) logits, cross-entropy averaged over the four emotions,
+per-emotion accuracy / weighted F1 (training/metrics.py iemocap_metrics).
+"""
+
+from mmfuse_jax import config as config_lib
+
+
+def get_config():
+  c = config_lib.get_config("mica", "iemocap")
+  c.optim.name = "adam"
+  c.batch_size = 32
+  c.epochs = 80
+  c.optim.lr = 1e-3
+  c.net.d_model = 40
+  c.net.num_heads = 10
+  c.net.tau = 0.25
+  c.net.alpha = 0.7
+  c.net.beta = 0.5
+  c.net.proj_kernel_text = 3
+  c.net.proj_kernel_vision = 3
+  c.net.proj_kernel_audio = 5
+  c.net.num_layers = 4
+  return c

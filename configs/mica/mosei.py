@@ -1,0 +1,21 @@
+"""MICA on CMU-MOSEI, unaligned (Liang et al. 2021, Table 1, CMU-MOSEI column)."""
+
+from mmfuse_jax import config as config_lib
+
+
+def get_config():
+  c = config_lib.get_config("mica", "mosei")
+  c.optim.name = "adam"
+  c.batch_size = 64
+  c.epochs = 120
+  c.optim.lr = 5e-4
+  c.net.d_model = 40
+  c.net.num_heads = 10
+  c.net.tau = 0.3
+  c.net.alpha = 0.8
+  c.net.beta = 0.5
+  c.net.proj_kernel_text = 3
+  c.net.proj_kernel_vision = 3
+  c.net.proj_kernel_audio = 3
+  c.net.num_layers = 6
+  return c

@@ -1,0 +1,21 @@
+"""MICA on CMU-MOSI, unaligned (Liang et al. 2021, Table 1, CMU-MOSI column)."""
+
+from mmfuse_jax import config as config_lib
+
+
+def get_config():
+  c = config_lib.get_config("mica", "mosi")
+  c.optim.name = "adam"
+  c.batch_size = 64
+  c.epochs = 120
+  c.optim.lr = 1e-3
+  c.net.d_model = 40
+  c.net.num_heads = 8
+  c.net.tau = 0.25
+  c.net.alpha = 0.8
+  c.net.beta = 0.5
+  c.net.proj_kernel_text = 3
+  c.net.proj_kernel_vision = 3
+  c.net.proj_kernel_audio = 3
+  c.net.num_layers = 4
+  return c
