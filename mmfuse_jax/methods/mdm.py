@@ -217,7 +217,7 @@ class MDMMethod(StandardMethod):
     updates, opt_state = self.tx.update(grads, state.opt_state["model"], state.params)
     updates = scale_updates(updates, state.lr_scale)
     params = optax.apply_updates(state.params, updates)
-    metrics["grad_norm"] = optax.global_norm(grads)
+    metrics["grad_norm"] = optax.tree.norm(grads)
     metrics["mdm_critic_estimate"] = critic_est
     extras = {"critic": cparams, "ma": ma[0], "ma_count": ma[1]}
     return state.replace(step=state.step + 1, params=params, model_state=new_model_state,
