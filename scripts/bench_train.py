@@ -5,8 +5,19 @@
 
 For every (model, shape) pair: compile time of the jit-compiled train step (first call) and
 the median steady-state step time over --steps calls after --warmup calls, each timed with
-block_until_ready. Inputs are synthetic data of exactly those shapes (the numbers depend on
+block_until_ready. With --train_loop=scan also the training loop's two ways through an
+epoch of --steps steps, in the same run: the per-step loop (steps dispatched back to back,
+one sync at the end) and train_loop='scan' (the steps stacked on device, one compiled
+lax.scan); prints steps/s of both and their ratio. --precision=bf16 trains in bfloat16
+(float32 params). Inputs are synthetic data of exactly those shapes (the numbers depend on
 shapes, not values). Prints a table and optionally writes JSON with device and versions.
+
+--torch-ref=PATH also times the official PyTorch model (MulT, RERD, ARGF) from a checkout
+of its repository on the same shapes, batch and CPU threads, in the same process, and prints
+both step times and the ratio (scripts/torch_ref.py; skipped with a message when torch or
+the checkout is missing):
+
+    python scripts/bench_train.py --models=mult --batch=24 --torch-ref=~/src/Multimodal-Transformer
 """
 
 from __future__ import annotations
@@ -25,7 +36,7 @@ from mmfuse_jax import models  # noqa: F401
 from mmfuse_jax.data import make_synthetic, shard_batch
 from mmfuse_jax.data.pipeline import make_batch
 from mmfuse_jax.registry import MODELS
-from mmfuse_jax.training.loop import build_experiment
+from mmfuse_jax.training.loop import build_experiment, put_stacked, scan_executable
 
 # (lengths, feature dims) per modality
 SHAPES = {
@@ -38,7 +49,35 @@ SHAPES = {
 }
 
 
-def bench(model: str, shape: str, batch: int, steps: int, warmup: int, overrides: dict) -> dict:
+def bench_epoch(exp, state, b, rng, steps: int, reps: int = 3) -> tuple[dict, object]:
+  """Steps/s of an epoch of `steps` steps: per-step loop vs one compiled lax.scan."""
+  loop_times = []
+  for _ in range(reps):
+    t = time.perf_counter()
+    for _ in range(steps):
+      state, m = exp.train_step(state, b, rng)
+    jax.block_until_ready(state)
+    loop_times.append(time.perf_counter() - t)
+  host = jax.device_get(b)
+  xs = put_stacked(jax.tree_util.tree_map(lambda x: np.stack([x] * steps), host),
+                   exp.stacked_sharding)
+  fn, scan_compile_s = scan_executable(exp, state, xs, rng)
+  state, m = fn(state, xs, rng)  # warm-up epoch
+  jax.block_until_ready(state)
+  scan_times = []
+  for _ in range(reps):
+    t = time.perf_counter()
+    state, m = fn(state, xs, rng)
+    jax.block_until_ready(state)
+    scan_times.append(time.perf_counter() - t)
+  loop_sps = steps / statistics.median(loop_times)
+  scan_sps = steps / statistics.median(scan_times)
+  return {"epoch_steps": steps, "loop_steps_per_s": loop_sps, "scan_steps_per_s": scan_sps,
+          "scan_speedup": scan_sps / loop_sps, "scan_compile_s": scan_compile_s}, state
+
+
+def bench(model: str, shape: str, batch: int, steps: int, warmup: int, overrides: dict,
+          torch_ref: str = "", torch_threads: int = 0, train_loop: str = "step") -> dict:
   lengths, dims = SHAPES[shape]
   ds = make_synthetic(0, sizes={"train": batch, "valid": batch, "test": batch}, dims=dims,
                       lengths=lengths)
@@ -65,9 +104,51 @@ def bench(model: str, shape: str, batch: int, steps: int, warmup: int, overrides
     jax.block_until_ready(state)
     times.append(time.perf_counter() - t)
   med = statistics.median(times)
-  return {"model": model, "shape": shape, "batch": batch, "compile_s": compile_s,
-          "step_s_median": med, "steps_per_s": 1.0 / med,
-          "params": int(sum(x.size for x in jax.tree_util.tree_leaves(state.params)))}
+  row = {"model": model, "shape": shape, "batch": batch, "compile_s": compile_s,
+         "step_s_median": med, "steps_per_s": 1.0 / med, "precision": c.precision,
+         "params": int(sum(x.size for x in jax.tree_util.tree_leaves(state.params)))}
+  if train_loop == "scan":
+    epoch, state = bench_epoch(exp, state, b, rng, steps)
+    row.update(epoch)
+  if torch_ref:
+    row["torch_ref"] = _torch_ref(model, torch_ref, c, ds, lengths, dims, batch, steps, warmup,
+                                  torch_threads)
+    if "step_s_median" in row["torch_ref"]:
+      row["speedup_vs_torch"] = row["torch_ref"]["step_s_median"] / med
+  return row
+
+
+def _torch_ref(model, path, c, ds, lengths, dims, batch, steps, warmup, threads) -> dict:
+  """The original PyTorch model on the same shapes, batch and CPU threads (scripts/torch_ref.py)."""
+  import os
+  import sys
+  sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+  import torch_ref
+  from mmfuse_jax.models.base import output_dim
+  threads = threads or len(os.sched_getaffinity(0))
+  device = "cuda" if jax.default_backend() == "gpu" else "cpu"   # the device JAX runs on
+  try:
+    return torch_ref.bench_reference(model, path, c, dims, lengths,
+                                     output_dim(ds.task, ds.num_classes), batch, steps,
+                                     warmup, threads, device)
+  except Exception as e:  # noqa: BLE001  (their code failing must not lose our numbers)
+    return {"error": f"{type(e).__name__}: {e}"}
+
+
+def _print_torch_ref(r: dict) -> None:
+  t = r.get("torch_ref")
+  if t is None:
+    return
+  head = f"{'':10s} {'(PyTorch)':16s}"
+  if "skipped" in t or "error" in t:
+    print(f"{head} SKIPPED torch reference: {t.get('skipped') or t.get('error')}", flush=True)
+    return
+  print(f"{head} original   first {t['first_step_s']:7.2f} s  step "
+        f"{1000 * t['step_s_median']:9.2f} ms  {t['steps_per_s']:8.2f} steps/s  "
+        f"params {t['params']}  threads {t['threads']}", flush=True)
+  print(f"{head} ours / original: {r['speedup_vs_torch']:.2f}x faster per step", flush=True)
+  for note in t.get("notes", []):
+    print(f"{head} note: {note}", flush=True)
 
 
 def main() -> None:
@@ -79,14 +160,26 @@ def main() -> None:
   p.add_argument("--warmup", type=int, default=3)
   p.add_argument("--json", default="")
   p.add_argument("--set", action="append", default=[], help="config override key=value")
+  p.add_argument("--torch-ref", "--torch_ref", dest="torch_ref", default="",
+                 help="checkout(s) of the official PyTorch code: also time the original model "
+                      "(see scripts/torch_ref.py)")
+  p.add_argument("--torch_threads", type=int, default=0,
+                 help="torch.set_num_threads for --torch-ref (0: the CPUs JAX uses)")
+  p.add_argument("--train_loop", default="step", choices=("step", "scan"),
+                 help="scan: also time an epoch of --steps steps, step loop vs lax.scan")
+  p.add_argument("--precision", default="", choices=("", "float32", "bf16"),
+                 help="config.precision (bf16: bfloat16 compute, float32 params)")
   args = p.parse_args()
   names = MODELS.names() if args.models == "all" else args.models.split(",")
   overrides = dict(kv.split("=", 1) for kv in args.set)
+  if args.precision:
+    overrides["precision"] = args.precision
   rows = []
   for shape in args.shapes.split(","):
     for name in names:
       try:
-        rows.append(bench(name, shape, args.batch, args.steps, args.warmup, overrides))
+        rows.append(bench(name, shape, args.batch, args.steps, args.warmup, overrides,
+                          args.torch_ref, args.torch_threads, train_loop=args.train_loop))
       except Exception as e:  # noqa: BLE001  (report and continue with the other models)
         rows.append({"model": name, "shape": shape, "error": f"{type(e).__name__}: {e}"})
       r = rows[-1]
@@ -96,6 +189,12 @@ def main() -> None:
         print(f"{name:10s} {shape:16s} batch {r['batch']:4d}  compile {r['compile_s']:7.2f} s  "
               f"step {1000 * r['step_s_median']:9.2f} ms  {r['steps_per_s']:8.2f} steps/s  "
               f"params {r['params']}", flush=True)
+        if "scan_steps_per_s" in r:
+          print(f"{'':10s} {'':16s} epoch of {r['epoch_steps']} steps: step loop "
+                f"{r['loop_steps_per_s']:8.2f} steps/s  scan {r['scan_steps_per_s']:8.2f} "
+                f"steps/s  ratio {r['scan_speedup']:5.2f}  (scan compile "
+                f"{r['scan_compile_s']:.2f} s)", flush=True)
+        _print_torch_ref(r)
   env = {"device": str(jax.devices()[0]), "platform": jax.devices()[0].platform,
          "num_devices": len(jax.devices()), "jax": jax.__version__,
          "python": platform.python_version(), "machine": platform.machine()}

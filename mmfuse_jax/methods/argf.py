@@ -77,14 +77,18 @@ class ARGFMethod(Method):
     return per_sample_task_loss(pred, batch.labels, self.info.task, self.config.loss.task)
 
   def run(self, params, model_state, fn, *args, train: bool, rng=None):
-    """Applies `fn(module, *args, train=...)`; returns (output, updated model_state)."""
-    variables = {"params": params, **model_state}
+    """Applies `fn(module, *args, train=...)`; returns (output, updated model_state).
+    Under precision='bf16' params and floating inputs go in as bfloat16 and the outputs
+    come back as float32 (Method.to_compute / to_float32)."""
+    variables = {"params": self.to_compute(params), **model_state}
+    args = tuple(self.to_compute(a) for a in args)
     rngs = {"dropout": rng} if rng is not None else None
     if train and model_state:
       out, new = self.model.apply(variables, *args, train=True, rngs=rngs, method=fn,
                                   mutable=list(model_state))
-      return out, {**model_state, **new}
-    return self.model.apply(variables, *args, train=train, rngs=rngs, method=fn), model_state
+      return self.to_float32(out), {**model_state, **self.to_float32(new)}
+    out = self.model.apply(variables, *args, train=train, rngs=rngs, method=fn)
+    return self.to_float32(out), model_state
 
   def _update(self, name, loss_fn, params, model_state, opt_state, lr_scale):
     """One optimiser step of `name` on its parameter subset; loss_fn(full params) ->

@@ -14,7 +14,20 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 
+from mmfuse_jax.data.core import Batch
 from mmfuse_jax.losses.task import per_sample_task_loss
+
+
+def _is_low_float(x) -> bool:
+  dtype = jnp.result_type(x)
+  return jnp.issubdtype(dtype, jnp.floating) and jnp.finfo(dtype).bits < 32
+
+
+def cast_floating(tree, dtype):
+  """Every floating leaf of `tree` as `dtype` (integer and bool leaves unchanged)."""
+  return jax.tree_util.tree_map(
+      lambda x: x.astype(dtype) if jnp.issubdtype(jnp.result_type(x), jnp.floating) else x,
+      tree)
 
 
 @flax.struct.dataclass
@@ -44,8 +57,34 @@ class Method:
     return self.model.init({"params": params_rng, "sample": sample_rng, "dropout": sample_rng},
                            batch, train=False)
 
+  @property
+  def compute_dtype(self):
+    """bfloat16 with config.precision = 'bf16', else None (float32 throughout)."""
+    return jnp.bfloat16 if self.config.get("precision", "float32") == "bf16" else None
+
+  def to_compute(self, tree):
+    """Floating leaves (a Batch: its features only) in the compute dtype; identity in float32.
+    The cast is differentiable, so gradients reach the float32 master params."""
+    dtype = self.compute_dtype
+    if dtype is None:
+      return tree
+    if isinstance(tree, Batch):
+      return tree.replace(features=cast_floating(tree.features, dtype))
+    return cast_floating(tree, dtype)
+
+  def to_float32(self, tree):
+    """Low-precision floating leaves back to float32 (model outputs, aux, updated state)."""
+    if self.compute_dtype is None:
+      return tree
+    return jax.tree_util.tree_map(
+        lambda x: x.astype(jnp.float32) if _is_low_float(x) else x, tree)
+
   def apply(self, params, model_state, batch, *, train: bool, rng=None, mutable=False):
-    variables = {"params": params, **model_state}
+    """The model's forward pass: (pred, aux) and the updated model_state. Under
+    precision='bf16' params and features are cast to bfloat16 here and the outputs back to
+    float32, so every loss and regulariser runs in float32."""
+    variables = {"params": self.to_compute(params), **model_state}
+    batch = self.to_compute(batch)
     rngs = None
     if rng is not None:
       d, s = jax.random.split(rng)
@@ -53,9 +92,9 @@ class Method:
     if train and model_state:
       (out, new_state) = self.model.apply(variables, batch, train=True, rngs=rngs,
                                           mutable=list(model_state))
-      return out, new_state
+      return self.to_float32(out), self.to_float32(new_state)
     out = self.model.apply(variables, batch, train=train, rngs=rngs)
-    return out, model_state
+    return self.to_float32(out), model_state
 
   def task_loss_per_sample(self, pred, batch):
     return per_sample_task_loss(pred, batch.labels, self.info.task, self.config.loss.task)

@@ -1,11 +1,13 @@
 """`train_and_evaluate(config, workdir)`: the training loop every method shares.
 
 One jit-compiled train step over a 1-D device mesh (batch sharded on 'data', state
-replicated), epochs of seeded shuffles, validation after every epoch, selection and early
-stopping on the validation split only, Orbax checkpoints (latest + best) with automatic
-resume, metrics to metrics.jsonl and TensorBoard, and results.json at the end with the
-selected checkpoint's validation and test metrics. The test split is evaluated once, for
-the selected checkpoint, and never used to choose anything.
+replicated), or with train_loop='scan' the epoch's steps in one compiled lax.scan over
+device-resident stacked batches (same batches, order and results); epochs of seeded
+shuffles, validation after every epoch, selection and early stopping on the validation
+split only, Orbax checkpoints (latest + best) with automatic resume, metrics to
+metrics.jsonl and TensorBoard, and results.json at the end with the selected checkpoint's
+validation and test metrics. The test split is evaluated once, for the selected checkpoint,
+and never used to choose anything.
 """
 
 from __future__ import annotations
@@ -18,7 +20,9 @@ import time
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec as P
 
 from mmfuse_jax import config as config_lib
 from mmfuse_jax.data import iterate_batches, load_dataset, shard_batch
@@ -34,7 +38,8 @@ from mmfuse_jax.training.mesh import (batch_sharding, make_data_mesh,
 log = logging.getLogger(__name__)
 
 # Config fields that may change between a run and its resumption.
-RESUMABLE_FIELDS = ("epochs", "progress", "patience", "eval_batch_size")
+RESUMABLE_FIELDS = ("epochs", "progress", "patience", "eval_batch_size", "train_loop",
+                    "scan_max_bytes")
 
 
 @dataclasses.dataclass
@@ -53,6 +58,10 @@ class Experiment:
   train_step: Any
   eval_step: Any
   init_fn: Any
+  train_scan: Any = None          # (state, stacked batches, rng) -> (state, stacked metrics)
+  train_scan_masked: Any = None   # the same with a (steps,) bool `live` mask (padded runs)
+  stacked_sharding: Any = None    # stacked batches: steps axis replicated, batch axis on 'data'
+  scan_cache: dict = dataclasses.field(default_factory=dict)  # compiled scans by shapes
 
   @property
   def num_devices(self) -> int:
@@ -89,8 +98,138 @@ def build_experiment(config, dataset: Dataset | None = None, data_stats: dict | 
                        out_shardings=(r_sh, r_sh), donate_argnums=(0,))
   eval_step = jax.jit(method.eval_step, in_shardings=(r_sh, b_sh), out_shardings=r_sh)
   init_fn = jax.jit(method.init_state, in_shardings=(r_sh, b_sh), out_shardings=r_sh)
+  s_sh = NamedSharding(mesh, P(None, "data"))
+  train_scan = jax.jit(lambda st, xs, rng: scan_steps(method, st, xs, rng),
+                       in_shardings=(r_sh, s_sh, r_sh), out_shardings=(r_sh, r_sh),
+                       donate_argnums=(0,))
+  train_scan_masked = jax.jit(lambda st, xs, rng, live: scan_steps(method, st, xs, rng, live),
+                              in_shardings=(r_sh, s_sh, r_sh, r_sh),
+                              out_shardings=(r_sh, r_sh), donate_argnums=(0,))
   return Experiment(config, dataset, data_stats or {}, info, spec, model, method, mesh, b_sh,
-                    r_sh, train_step, eval_step, init_fn)
+                    r_sh, train_step, eval_step, init_fn, train_scan, train_scan_masked, s_sh)
+
+
+# --- compiled epochs (train_loop='scan') ------------------------------------------------
+def scan_steps(method, state, batches, rng, live=None):
+  """`method.train_step` over the leading (steps) axis of stacked `batches` under
+  lax.scan; returns (state, metrics stacked per step). Steps whose `live` flag is False
+  (padding of a bucketed run) leave the state unchanged and report zero metrics."""
+  def step(s, b):
+    return method.train_step(s, b, rng)
+  if live is None:
+    return jax.lax.scan(step, state, batches)
+
+  def body(s, xs):
+    b, ok = xs
+    _, m_shape = jax.eval_shape(step, s, b)
+    def skip(s):
+      return s, jax.tree_util.tree_map(lambda a: jnp.zeros(a.shape, a.dtype), m_shape)
+    return jax.lax.cond(ok, lambda s: step(s, b), skip, s)
+  return jax.lax.scan(body, state, (batches, live))
+
+
+def train_batches(config, split: Split, epoch: int):
+  """The host batches of one training epoch (the seeded shuffle of both loops)."""
+  return iterate_batches(split, config.batch_size, shuffle=True, seed=config.seed,
+                         epoch=epoch, num_buckets=config.data.num_buckets)
+
+
+def _shapes(tree) -> tuple:
+  leaves, treedef = jax.tree_util.tree_flatten(tree)
+  return treedef, tuple((x.shape, str(x.dtype)) for x in leaves)
+
+
+def stack_runs(batches, pad: bool):
+  """Consecutive batches of equal shapes stacked on a new leading axis, in epoch order:
+  yields (stacked host batch, live mask or None, number of real steps). With pad, a run is
+  padded to the next power of two (repeating its last batch, live=False) so a bucketed
+  epoch compiles at most log2(steps) scan lengths per shape instead of one per run length."""
+  runs = []
+  for b in batches:
+    sig = _shapes(b)
+    if runs and runs[-1][0] == sig:
+      runs[-1][1].append(b)
+    else:
+      runs.append((sig, [b]))
+  for _, run in runs:
+    n = len(run)
+    live = None
+    if pad:
+      length = 1 << (n - 1).bit_length()
+      run = run + [run[-1]] * (length - n)
+      live = np.arange(length) < n
+    yield jax.tree_util.tree_map(lambda *xs: np.stack(xs), *run), live, n
+
+
+def put_stacked(tree, sharding):
+  """Stacked host batches onto the mesh (axis 1, the batch axis, split over 'data')."""
+  if jax.process_count() > 1:
+    return jax.tree_util.tree_map(
+        lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), tree)
+  return jax.device_put(tree, sharding)
+
+
+def scan_executable(exp: Experiment, state, xs, rng, live=None):
+  """The compiled scan for these stacked shapes (cached on exp); (executable, seconds spent
+  compiling now, 0 when cached). Compiling ahead of time keeps compile_s separate from the
+  measured training time."""
+  key = (live is None, _shapes(xs))
+  if key in exp.scan_cache:
+    return exp.scan_cache[key], 0.0
+  t = time.perf_counter()
+  if live is None:
+    fn = exp.train_scan.lower(state, xs, rng).compile()
+  else:
+    fn = exp.train_scan_masked.lower(state, xs, rng, live).compile()
+  exp.scan_cache[key] = fn
+  return fn, time.perf_counter() - t
+
+
+def scan_epoch(exp: Experiment, state, batches, rng):
+  """Runs the given host batches as compiled scans: ONE scan when they all have one shape
+  (num_buckets=1), else one per run of equal shapes (data.num_buckets > 1). Returns
+  (state, per-step metrics as host dicts in step order, seconds spent compiling)."""
+  pad = exp.config.data.num_buckets > 1
+  outs, compile_s = [], 0.0
+  for stacked, live, n in stack_runs(batches, pad):
+    xs = put_stacked(stacked, exp.stacked_sharding)
+    args = (state, xs, rng)
+    if live is not None:
+      args += (jax.device_put(live, exp.state_sharding),)
+    fn, dt = scan_executable(exp, *args)
+    compile_s += dt
+    state, m = fn(*args)
+    outs.append((m, n))
+  outs = jax.device_get(outs)
+  rows = [{k: v[i] for k, v in m.items()} for m, n in outs for i in range(n)]
+  return state, rows, compile_s
+
+
+def scan_bytes_bound(exp: Experiment) -> int:
+  """Upper bound of one epoch's stacked batches in bytes: full-length batches times the
+  steps, twice that with bucketing (runs are padded to a power of two)."""
+  from mmfuse_jax.data.pipeline import make_batch
+  split = exp.dataset.splits["train"]
+  rows = np.arange(min(len(split), exp.config.batch_size))
+  one = make_batch(split, rows, exp.config.batch_size, 1)
+  per = sum(np.asarray(x).nbytes for x in jax.tree_util.tree_leaves(one))
+  steps = exp.method.steps_per_epoch
+  return per * steps * (2 if exp.config.data.num_buckets > 1 else 1)
+
+
+def resolve_train_loop(exp: Experiment) -> str:
+  """'scan' or 'step': the configured loop, or 'step' (with a warning) when the stacked
+  epoch could exceed scan_max_bytes."""
+  config = exp.config
+  if config.get("train_loop", "step") != "scan":
+    return "step"
+  bound = scan_bytes_bound(exp)
+  if bound > config.scan_max_bytes:
+    log.warning("train_loop='scan': a stacked epoch may take %.1f MiB > scan_max_bytes "
+                "(%.1f MiB); using the per-step loop", bound / 2 ** 20,
+                config.scan_max_bytes / 2 ** 20)
+    return "step"
+  return "scan"
 
 
 def predict_split(exp: Experiment, state, split: Split, *, with_aux: bool = False):
@@ -161,8 +300,10 @@ def _check_workdir_config(workdir: str, config) -> None:
   with open(path) as f:
     old = json.load(f)
   new = json.loads(config_lib.to_json(config))
+  base = json.loads(config_lib.to_json(config_lib.base_config()))
   diff = [k for k in sorted(set(old) | set(new))
-          if k not in RESUMABLE_FIELDS and old.get(k) != new.get(k)]
+          if k not in RESUMABLE_FIELDS and old.get(k) != new.get(k)
+          and not (k not in old and new.get(k) == base.get(k))]  # a field added since
   if diff:
     raise ConfigError(f"{workdir} holds a run with a different config (fields {diff}); "
                       f"use a new --workdir or the same settings to resume")
@@ -240,6 +381,8 @@ def train_and_evaluate(config, workdir: str, *, dataset: Dataset | None = None,
   writers = _Writers(workdir, loop["history"])
   train_rng = jax.random.split(jax.random.PRNGKey(config.seed))[1]
   train_split, valid_split = exp.dataset.splits["train"], exp.dataset.splits["valid"]
+  train_loop = resolve_train_loop(exp)
+  start_epoch = loop["epoch"]
 
   from tqdm.auto import tqdm
   bar = tqdm(range(loop["epoch"], config.epochs), initial=loop["epoch"], total=config.epochs,
@@ -251,19 +394,27 @@ def train_and_evaluate(config, workdir: str, *, dataset: Dataset | None = None,
     step_metrics = []
     t0 = time.perf_counter()
     first_step_time = None
-    for batch in iterate_batches(train_split, config.batch_size, shuffle=True, seed=config.seed,
-                                 epoch=epoch, num_buckets=config.data.num_buckets):
-      state, m = exp.train_step(state, shard_batch(batch, exp.batch_sharding), train_rng)
-      step_metrics.append(m)
-      if first_step_time is None and epoch == loop["epoch"] and not loop["compile_s"]:
-        jax.block_until_ready(state.step)
-        first_step_time = time.perf_counter() - t0
-    step_metrics = jax.device_get(step_metrics)
-    t_train = time.perf_counter() - t0
-    n_steps = len(step_metrics)
-    if first_step_time is not None:
-      loop["compile_s"] = first_step_time
-      t_train -= first_step_time; n_steps -= 1
+    if train_loop == "scan":
+      # Host batching, transfer and every step are timed; compiling (ahead of time) is not.
+      state, step_metrics, compile_t = scan_epoch(
+          exp, state, list(train_batches(config, train_split, epoch)), train_rng)
+      t_train = time.perf_counter() - t0 - compile_t
+      n_steps = len(step_metrics)
+      if epoch == start_epoch and not loop["compile_s"]:
+        loop["compile_s"] = compile_t
+    else:
+      for batch in train_batches(config, train_split, epoch):
+        state, m = exp.train_step(state, shard_batch(batch, exp.batch_sharding), train_rng)
+        step_metrics.append(m)
+        if first_step_time is None and epoch == start_epoch and not loop["compile_s"]:
+          jax.block_until_ready(state.step)
+          first_step_time = time.perf_counter() - t0
+      step_metrics = jax.device_get(step_metrics)
+      t_train = time.perf_counter() - t0
+      n_steps = len(step_metrics)
+      if first_step_time is not None:
+        loop["compile_s"] = first_step_time
+        t_train -= first_step_time; n_steps -= 1
     loop["train_time_s"] += t_train
     loop["train_steps_timed"] += n_steps
     train_m = {k: float(np.mean([s[k] for s in step_metrics])) for k in step_metrics[0]}
@@ -317,7 +468,7 @@ def train_and_evaluate(config, workdir: str, *, dataset: Dataset | None = None,
       "select_mode": select_mode, "epochs_run": loop["epoch"],
       "stopped_early": loop["stopped_early"], "valid": valid_final, "test": test_final,
       "num_devices": exp.num_devices, "wall_time_s": time.perf_counter() - wall_start,
-      "compile_s": loop["compile_s"],
+      "compile_s": loop["compile_s"], "train_loop": train_loop,
       "train_steps_per_s": steps / loop["train_time_s"] if loop["train_time_s"] > 0 else None,
       "config": config.to_dict(),
       "data": {"source": exp.dataset.source,

@@ -1,0 +1,52 @@
+"""scripts/bench_infer.py and bench_train.py --torch-ref: fast smoke tests on tiny models."""
+
+import importlib.util
+import json
+import os
+import sys
+
+SCRIPTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "scripts")
+TINY_MULT = ["--set=net.d_model=8", "--set=net.num_heads=2", "--set=net.num_layers=1"]
+
+
+def _load(name):
+  spec = importlib.util.spec_from_file_location(f"_bench_{name}", os.path.join(SCRIPTS,
+                                                                              f"{name}.py"))
+  mod = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(mod)
+  return mod
+
+
+def test_bench_infer_tiny_model(tmp_path, capsys):
+  out = tmp_path / "infer.json"
+  res = _load("bench_infer").main(["--model=mult", "--shapes=tiny", *TINY_MULT, "--batch=8",
+                                   "--calls=5", "--batch_calls=2", "--warmup=1",
+                                   f"--json={out}"])
+  saved = json.loads(out.read_text())
+  assert saved["model"] == "mult" and saved["shapes"] == "tiny"
+  for key, batch in (("batch1", 1), ("throughput", 8)):
+    r = saved[key]
+    assert r["batch"] == batch
+    assert r["samples_per_s"] > 0 and r["jit_samples_per_s"] > 0
+    for kind in ("load_exported", "jit_call"):
+      assert r[kind]["calls"] > 0
+      assert 0 < r[kind]["median_s"] <= r[kind]["p90_s"]
+      assert r[kind]["first_call_s"] > 0
+  assert saved["env"]["jax"] and res["batch1"]["batch"] == 1
+  assert "latency median" in capsys.readouterr().out
+
+
+def test_bench_train_torch_ref_missing_path_skips(tmp_path, capsys, monkeypatch):
+  missing = str(tmp_path / "no-such-checkout")
+  out = tmp_path / "train.json"
+  monkeypatch.setattr(sys, "argv", [
+      "bench_train.py", "--models=mult", "--shapes=utterance", "--batch=4", "--steps=1",
+      "--warmup=0", "--set=num_devices=1", *TINY_MULT, f"--torch-ref={missing}",
+      f"--json={out}"])
+  _load("bench_train").main()
+  text = capsys.readouterr().out
+  assert "SKIPPED torch reference" in text and missing in text
+  (row,) = json.loads(out.read_text())["results"]
+  assert "error" not in row, row
+  assert row["step_s_median"] > 0 and row["compile_s"] > 0
+  assert "skipped" in row["torch_ref"] and "speedup_vs_torch" not in row
