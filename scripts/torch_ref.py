@@ -300,11 +300,11 @@ def bench_reference(name, path, config, dims, lengths, out_dim, batch, steps, wa
   """Times the original `name` model on `device` ('cpu' or 'cuda': every tensor, theirs
   included, is created there through torch.set_default_device); {'skipped': reason} when
   torch or PATH is missing."""
-  msg = torch_missing()
-  if msg:
-    return {"skipped": msg}
   ckout, msg = resolve(name, path)
   if ckout is None:
+    return {"skipped": msg}
+  msg = torch_missing()
+  if msg:
     return {"skipped": msg}
   import warnings
   import torch
