@@ -50,3 +50,23 @@ def test_bench_train_torch_ref_missing_path_skips(tmp_path, capsys, monkeypatch)
   assert "error" not in row, row
   assert row["step_s_median"] > 0 and row["compile_s"] > 0
   assert "skipped" in row["torch_ref"] and "speedup_vs_torch" not in row
+
+
+def test_run_table_variants_and_markdown():
+  rt = _load("run_table")
+  assert rt.parse_variant("w/o MSD:net.use_msd=false; net.msd_weight=0.2") == (
+      "w/o MSD", {"net.use_msd": "false", "net.msd_weight": "0.2"})
+  assert rt.parse_variant("base:") == ("base", {})
+  metric = lambda vals: {"mean": sum(vals) / len(vals), "std": 0.0, "values": vals}
+  summary = {"test": {"acc": metric([0.5, 0.7]), "f1": metric([0.4, 0.4]),
+                      "loss": metric([1.0, 1.0])}}
+  table = rt.markdown([("full", summary)])
+  assert table.splitlines()[0] == "| variant | Acc | F1 |"
+  assert table.splitlines()[2] == "| full | 60.0 +- 0.0 | 40.0 +- 0.0 |"
+  # every preset override names a real config field of its model
+  from mmfuse_jax import config as config_lib
+  for name, (model, variants) in rt.PRESETS.items():
+    c = config_lib.get_config(model or "ef_lstm")
+    for _, overrides in variants:
+      config_lib.apply_overrides(c.copy_and_resolve_references(),
+                                 {k: str(v) for k, v in overrides.items()})
