@@ -27,14 +27,12 @@ import time
 
 import numpy as np
 
-# (lengths, feature dims) per modality; the first three are bench_train.py's.
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_train import SHAPES as TRAIN_SHAPES  # noqa: E402
+
+# (lengths, feature dims) per modality: bench_train.py's shapes plus a tiny one for tests.
 SHAPES = {
-    "mosi_unaligned": ({"text": 50, "audio": 375, "vision": 500},
-                       {"text": 300, "audio": 5, "vision": 20}),
-    "mosei_unaligned": ({"text": 50, "audio": 500, "vision": 500},
-                        {"text": 300, "audio": 74, "vision": 35}),
-    "utterance": ({"text": 1, "audio": 1, "vision": 1},
-                  {"text": 100, "audio": 73, "vision": 100}),
+    **TRAIN_SHAPES,
     "tiny": ({"text": 8, "audio": 12, "vision": 10}, {"text": 12, "audio": 6, "vision": 8}),
 }
 
