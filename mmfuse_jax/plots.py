@@ -103,7 +103,9 @@ def plot_workdir(workdir: str, exp, state, split_name: str = "test", sample: int
     paths.append(plot_embedding_tsne(workdir, np.concatenate(fused), split.labels))
   first = auxes[0]
   for direction, layers in first.get("crossmodal", {}).items():
-    probs = np.asarray(layers[-1]["probs"])[sample].mean(0)  # mean over heads
+    last = layers[-1] if isinstance(layers, (list, tuple)) else {  # MulT: per-layer list
+        k: np.asarray(v)[-1] for k, v in layers.items()}              # MICA: layer-stacked
+    probs = np.asarray(last["probs"])[sample].mean(0)  # mean over heads
     src, tgt = direction.split("->")
     paths.append(plot_matrix(workdir, probs, f"attention_{src}_to_{tgt}.png",
                              f"{direction} attention (last layer, sample {sample})",

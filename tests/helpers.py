@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
+import os
+
 from mmfuse_jax import config as config_lib
 from mmfuse_jax.data import make_synthetic
 
@@ -43,3 +46,15 @@ def real_mosi_dir() -> str | None:
     if cand and os.path.exists(os.path.join(cand, "mosi_utterance_real.npz")):
       return os.path.abspath(cand)
   return None
+
+
+SCRIPTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "scripts")
+
+
+def load_script(name: str):
+  """Import scripts/NAME.py (the scripts are not a package) as a module."""
+  spec = importlib.util.spec_from_file_location(f"_script_{name}",
+                                                os.path.join(SCRIPTS, f"{name}.py"))
+  mod = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(mod)
+  return mod

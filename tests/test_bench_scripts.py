@@ -1,20 +1,13 @@
 """scripts/bench_infer.py and bench_train.py --torch-ref: fast smoke tests on tiny models."""
 
-import importlib.util
 import json
 import os
 import sys
 
-SCRIPTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "scripts")
+from tests.helpers import load_script
+
 TINY_MULT = ["--set=net.d_model=8", "--set=net.num_heads=2", "--set=net.num_layers=1"]
-
-
-def _load(name):
-  spec = importlib.util.spec_from_file_location(f"_bench_{name}", os.path.join(SCRIPTS,
-                                                                              f"{name}.py"))
-  mod = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(mod)
-  return mod
+_load = load_script
 
 
 def test_bench_infer_tiny_model(tmp_path, capsys):

@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from tests.helpers import tiny_config, tiny_synthetic
+from tests.helpers import load_script, tiny_config, tiny_synthetic
 from mmfuse_jax.data.pipeline import make_batch
 from mmfuse_jax.errors import ConfigError
 from mmfuse_jax.losses import label_generation as lg
@@ -312,6 +312,14 @@ def test_generated_labels_move_after_epoch_one_and_resume_bit_exactly(tmp_path, 
     assert not np.allclose(e2["labels"][k][:n], e1["labels"][k][:n])
   table = label_case_study_from(e3, [0, 1])
   assert "m-labels" in table and f"{y[0]:.2f}" in table
+  # scripts/mcer_case_study.py restores the same labels from the run's last checkpoint.
+  script = load_script("mcer_case_study")
+  text, record = script.case_study(str(tmp_path / "full"), [0, 1], checkpoint="latest", dataset=ds)
+  assert text.splitlines()[1:] == label_case_study_from(e3, [0, 1]).splitlines()[:1] + [
+      line.replace("\t-\t", f"\t{ds.splits['train'].ids[r]}\t", 1)
+      for r, line in zip((0, 1), label_case_study_from(e3, [0, 1]).splitlines()[1:])]
+  assert record["rows"][1]["t"] == pytest.approx(float(e3["labels"]["t"][1]))
+  assert script.spread_rows(np.array([0.5, -2.0, 3.0, 1.0]), np.array([1, 1, 1, 0]), 2) == [1, 2]
 
   calls = {"n": 0}
 

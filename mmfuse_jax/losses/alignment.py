@@ -99,10 +99,22 @@ def element_distance(q: jnp.ndarray, k: jnp.ndarray, weight: jnp.ndarray) -> jnp
   return (rows * qq).sum((1, 2)) + (cols * kk).sum((1, 2)) - 2.0 * cross
 
 
+def _unit_heads(x: jnp.ndarray, heads: str, eps: float = 1e-12) -> jnp.ndarray:
+  """x (..., H, d_h) scaled so each head has norm 1/sqrt(H) ('per_head') or the
+  concatenated heads have norm 1 ('mean'); zero vectors stay zero, gradients finite."""
+  axes = (-1,) if heads == "per_head" else (-2, -1)
+  sq = jnp.sum(x * x, axis=axes, keepdims=True)
+  scale = jax.lax.rsqrt(sq + eps)
+  if heads == "per_head":
+    scale = scale / jnp.sqrt(jnp.asarray(x.shape[-2], x.dtype))
+  return x * scale
+
+
 def element_alignment(q: jnp.ndarray, k: jnp.ndarray, probs: jnp.ndarray,
                       q_mask: jnp.ndarray, k_mask: jnp.ndarray, *, tau: float,
                       propagate_layers: bool = True, heads: str = "per_head",
-                      normalize: str = "mean") -> tuple[jnp.ndarray, dict]:
+                      normalize: str = "mean", distance: str = "squared"
+                      ) -> tuple[jnp.ndarray, dict]:
   """Per-sample L_e contribution of one direction s -> t, summed over layers (Eq. 2).
 
   q (D, B, T_t, H, d_h), k (D, B, T_s, H, d_h), probs (D, B, H, T_t, T_s), q_mask (B, T_t),
@@ -112,6 +124,10 @@ def element_alignment(q: jnp.ndarray, k: jnp.ndarray, probs: jnp.ndarray,
   (Table 5, "w/o propagation"). normalize: 'sum' is Eq. 2 literally; 'mean' divides each
   d_j by the number of selected (n, m) pairs (per head: averaged over heads; at least 1),
   so both heads modes give a mean squared distance between d-wide (all heads) vectors.
+  distance: 'squared' is ||q - k||^2 of the raw vectors (Eq. 2); 'cosine' first scales
+  every compared vector to a fixed norm (per head 1/sqrt(H), so the concatenated heads
+  have norm 1; 'mean' heads: the concatenated vector to norm 1), so ||q - k||^2 =
+  2 - 2 cos(q, k) per head and 'mean' gives a value in [0, 4] whatever the scale of q, k.
   Returns ((B,) distances, {'selected_fraction': mean share of valid entries in V}).
   """
   if heads == "mean":
@@ -121,6 +137,10 @@ def element_alignment(q: jnp.ndarray, k: jnp.ndarray, probs: jnp.ndarray,
     qm, km = q_mask[None, :, None], k_mask[None, :, None]
   else:
     raise ValueError(f"unknown pe heads mode {heads!r} (valid: 'per_head', 'mean')")
+  if distance == "cosine":
+    q, k = _unit_heads(q, heads), _unit_heads(k, heads)
+  elif distance != "squared":
+    raise ValueError(f"unknown pe distance {distance!r} (valid: 'squared', 'cosine')")
   selected = selection_mask(probs, qm, km, tau)
   weight = propagate(selected, axis=0) if propagate_layers else selected
   dist = jax.vmap(element_distance)(q, k, weight)            # (D, B)
@@ -194,7 +214,8 @@ def marginal_alignment(q: jnp.ndarray, k: jnp.ndarray, q_mask: jnp.ndarray,
 def mica_alignment(crossmodal: dict, masks: dict, sample_weights: jnp.ndarray, rng, *,
                    use_mmd: bool = True, use_pe: bool = True, tau: float = 0.25,
                    propagate_layers: bool = True, pe_heads: str = "per_head",
-                   pe_normalize: str = "mean", mmd_pool: str = "batch",
+                   pe_normalize: str = "mean", pe_distance: str = "squared",
+                   mmd_pool: str = "batch",
                    mmd_max_elements: int = 0, mmd_bandwidth: str | float = "median",
                    mmd_scales=DEFAULT_SCALES, mmd_estimator: str = "biased"
                    ) -> tuple[jnp.ndarray, jnp.ndarray, dict]:
@@ -223,7 +244,7 @@ def mica_alignment(crossmodal: dict, masks: dict, sample_weights: jnp.ndarray, r
     if use_pe:
       dist, info = element_alignment(q, k, probs, masks[t], masks[s], tau=tau,
                                      propagate_layers=propagate_layers, heads=pe_heads,
-                                     normalize=pe_normalize)
+                                     normalize=pe_normalize, distance=pe_distance)
       l_e_per_sample = dist if l_e_per_sample is None else l_e_per_sample + dist
       metrics[f"pe_selected/{name}"] = info["selected_fraction"]
   l_e = zero

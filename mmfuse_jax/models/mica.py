@@ -65,6 +65,7 @@ def default_net() -> ml_collections.ConfigDict:
   c.propagate = True
   c.pe_heads = "per_head"       # 'per_head' | 'mean' (threshold the head-averaged attention)
   c.pe_normalize = "mean"       # 'mean' over selected pairs | 'sum' (Eq. 2 literally)
+  c.pe_distance = "cosine"      # 'cosine': ||q - k||^2 of unit-norm q, k | 'squared': raw (Eq. 2)
   c.mmd_pool = "batch"          # 'batch' (all elements of the batch) | 'sample' (per sample)
   c.mmd_max_elements = 512      # batch pool: subsample each side to this many (0: all)
   c.mmd_bandwidth = "median"    # 'median' | 'mean' | a number (sigma0^2)
@@ -203,7 +204,7 @@ def regularizer(aux, batch, config, rng):
   l_m, l_e, details = mica_alignment(
       aux["crossmodal"], batch.masks, batch.weights, rng, use_mmd=use_mmd, use_pe=use_pe,
       tau=net.tau, propagate_layers=net.propagate, pe_heads=net.pe_heads,
-      pe_normalize=net.pe_normalize, mmd_pool=net.mmd_pool,
+      pe_normalize=net.pe_normalize, pe_distance=net.pe_distance, mmd_pool=net.mmd_pool,
       mmd_max_elements=net.mmd_max_elements, mmd_bandwidth=_bandwidth(net.mmd_bandwidth),
       mmd_scales=tuple(net.mmd_scales), mmd_estimator=net.mmd_estimator)
   metrics = {}

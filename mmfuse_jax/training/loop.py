@@ -232,6 +232,17 @@ def resolve_train_loop(exp: Experiment) -> str:
   return "scan"
 
 
+def _valid_rows(path, value, n: int) -> np.ndarray:
+  """The first n (valid) samples of one aux array. The batch is axis 0, except for
+  layer-stacked crossmodal arrays (MICA: aux['crossmodal'][dir][name] of shape (D, B, ...);
+  MulT's per-layer lists keep the batch first)."""
+  value = np.asarray(value)
+  keys = [getattr(k, "key", None) for k in path]
+  stacked = (keys and keys[0] == "crossmodal"
+             and not any(isinstance(k, jax.tree_util.SequenceKey) for k in path))
+  return value[:, :n] if stacked and value.ndim >= 2 else value[:n]
+
+
 def predict_split(exp: Experiment, state, split: Split, *, with_aux: bool = False):
   """Deterministic predictions and per-sample task losses on every row of a split."""
   bs = _round_up(exp.config.eval_batch_size, exp.num_devices)
@@ -242,7 +253,8 @@ def predict_split(exp: Experiment, state, split: Split, *, with_aux: bool = Fals
     pred, loss = jax.device_get((pred, loss))
     preds.append(np.asarray(pred)[:n]); losses.append(np.asarray(loss)[:n])
     if with_aux:
-      auxes.append(jax.tree_util.tree_map(lambda a: np.asarray(a)[:n], jax.device_get(aux)))
+      auxes.append(jax.tree_util.tree_map_with_path(lambda p, a: _valid_rows(p, a, n),
+                                                    jax.device_get(aux)))
   out = (np.concatenate(preds), np.concatenate(losses))
   return out + (auxes,) if with_aux else out
 
