@@ -63,3 +63,18 @@ def test_run_table_variants_and_markdown():
     for _, overrides in variants:
       config_lib.apply_overrides(c.copy_and_resolve_references(),
                                  {k: str(v) for k, v in overrides.items()})
+
+
+def test_bench_mica_step_tiny(capsys):
+  """The MICA/MulT step benchmark runs at scaled-down MOSEI shapes and reports compile time,
+  XLA temp memory and step times; --compile-only runs no step."""
+  mod = _load("bench_mica_step")
+  common = ["--batch=2", "--d=8", "--heads=2", "--layers=1", "--time-scale=0.02",
+            "--max-elements=8"]
+  mod.main([*common, "--steps=1", "--models=mica"])
+  (row,) = [json.loads(l) for l in capsys.readouterr().out.splitlines() if l.startswith("{")]
+  assert row["model"] == "mica" and row["step_s_median"] > 0 and row["compile_s"] > 0
+  assert row["shapes"]["audio"] == [10, 74] and {"l_m", "l_e"} <= set(row["metrics"])
+  mod.main([*common, "--compile-only", "--models=mult"])
+  (row,) = [json.loads(l) for l in capsys.readouterr().out.splitlines() if l.startswith("{")]
+  assert row["model"] == "mult" and "step_s_median" not in row and row["compile_s"] > 0
