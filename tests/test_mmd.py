@@ -158,3 +158,33 @@ def test_empty_side_and_errors(samples):
     mmd2(x, y, estimator="other")
   with pytest.raises(ValueError, match="bandwidth"):
     mmd2(x, y, bandwidth="silverman")
+
+
+# ------------------------------------------------------------------ exact order statistics
+def test_kth_largest_matches_sort_with_masks_and_ties():
+  from mmfuse_jax.losses.order import kth_largest
+  rng = np.random.default_rng(7)
+  vals = rng.exponential(size=(4, 3, 50)).astype(np.float32)
+  vals[0, 0, :10] = 0.5  # ties
+  vals[1, 2] = 0.0       # all zero
+  valid = rng.random((4, 3, 50)) > 0.3
+  n_valid = valid.sum(-1)
+  k = np.maximum(1, (rng.random((4, 3)) * n_valid).astype(int))
+  k[2, 1] = 0
+  got = np.asarray(jax.jit(kth_largest)(vals, valid, k))
+  for idx in np.ndindex(4, 3):
+    v = np.sort(vals[idx][valid[idx]])[::-1]
+    want = v[k[idx] - 1] if k[idx] > 0 else 0.0
+    assert got[idx] == want, (idx, got[idx], want)
+
+
+@pytest.mark.parametrize("n", [1, 6, 7, 200])
+def test_masked_median_equals_numpy(n):
+  from mmfuse_jax.losses.order import masked_median
+  rng = np.random.default_rng(n)
+  vals = rng.exponential(size=(n, 3)).astype(np.float32)
+  valid = rng.random((n, 3)) > 0.4
+  valid[0, 0] = True
+  got = float(jax.jit(masked_median)(vals, valid))
+  assert got == pytest.approx(float(np.median(vals[valid])), rel=1e-6)
+  assert np.isnan(float(masked_median(vals, np.zeros_like(valid))))

@@ -29,6 +29,7 @@ import jax
 import jax.numpy as jnp
 
 from mmfuse_jax.losses.mmd import DEFAULT_SCALES, mmd2
+from mmfuse_jax.losses.order import kth_largest
 
 
 def stack_layers(details: Any) -> dict:
@@ -54,25 +55,12 @@ def selection_mask(probs: jnp.ndarray, q_mask: jnp.ndarray, k_mask: jnp.ndarray,
   valid = q_mask[..., :, None] & k_mask[..., None, :]
   valid = jnp.broadcast_to(valid, probs.shape)
   lead = probs.shape[:-2]
-  # Non-negative float32 values sort like their int32 bit patterns, so the k-th largest
-  # value is found exactly by a 31-step bisection over the bits (a few vectorised passes
-  # instead of a sort of every T_t x T_s matrix, which is slow on CPU). Invalid -> -1.
-  bits = jax.lax.bitcast_convert_type(jnp.maximum(probs, 0.0), jnp.int32)
-  bits = jnp.where(valid, bits, -1).reshape(lead + (-1,))
-  n_valid = valid.reshape(lead + (-1,)).sum(-1)
-  k = jnp.ceil(tau * n_valid - 1e-6).astype(jnp.int32)
-
-  def step(_, bounds):
-    lo, hi = bounds  # count(bits >= lo) >= k > count(bits >= hi)
-    mid = lo + (hi - lo) // 2
-    enough = (bits >= mid[..., None]).sum(-1) >= k
-    return jnp.where(enough, mid, lo), jnp.where(enough, hi, mid)
-
-  lo = jnp.zeros(lead, jnp.int32)
-  hi = jnp.full(lead, 0x7F800001, jnp.int32)  # above +inf
-  lo, _ = jax.lax.fori_loop(0, 31, step, (lo, hi))
-  selected = (bits >= lo[..., None]) & (k > 0)[..., None]
-  return selected.reshape(probs.shape)
+  # gamma exactly, by bisection over the float bits (losses.order): a few vectorised passes
+  # instead of a sort of every T_t x T_s matrix, which is slow on CPU.
+  flat_valid = valid.reshape(lead + (-1,))
+  k = jnp.ceil(tau * flat_valid.sum(-1) - 1e-6).astype(jnp.int32)
+  gamma = kth_largest(probs.reshape(lead + (-1,)), flat_valid, k)
+  return valid & (probs >= gamma[..., None, None]) & (k > 0)[..., None, None]
 
 
 def propagate(selected: jnp.ndarray, axis: int = 0) -> jnp.ndarray:

@@ -23,6 +23,8 @@ from typing import Sequence
 import jax
 import jax.numpy as jnp
 
+from mmfuse_jax.losses.order import masked_median
+
 DEFAULT_SCALES = (0.25, 0.5, 1.0, 2.0, 4.0)
 
 
@@ -55,7 +57,7 @@ def base_bandwidth(x: jnp.ndarray, y: jnp.ndarray, x_weights=None, y_weights=Non
   pair = valid[:, None] & valid[None, :] & ~jnp.eye(n, dtype=bool)
   d2 = squared_distances(z, z)
   if rule == "median":
-    sigma2 = jnp.nanmedian(jnp.where(pair, d2, jnp.nan))
+    sigma2 = masked_median(d2, pair)  # exact, by bisection (no sort of all pairs)
   elif rule == "mean":
     sigma2 = jnp.sum(jnp.where(pair, d2, 0.0)) / jnp.maximum(pair.sum(), 1)
   else:
