@@ -88,3 +88,15 @@ def test_module_entry_point_runs():
   out = subprocess.run([sys.executable, "-m", "mmfuse_jax.train", "--help"], cwd=ROOT,
                        capture_output=True, text=True, timeout=120)
   assert out.returncode == 0 and "models:" in out.stdout
+
+
+def test_every_config_file_loads_and_validates():
+  """configs/*/*.py: each builds a valid config of the model its folder names."""
+  import glob
+  files = sorted(glob.glob(os.path.join(ROOT, "configs", "*", "*.py")))
+  assert len(files) >= 20
+  for path in files:
+    c = config_lib.load_config_file(path)
+    config_lib.validate_config(c)
+    folder = os.path.basename(os.path.dirname(path))
+    assert c.model == folder or folder == "mdm", (path, c.model)
