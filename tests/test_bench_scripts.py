@@ -78,3 +78,13 @@ def test_bench_mica_step_tiny(capsys):
   mod.main([*common, "--compile-only", "--models=mult"])
   (row,) = [json.loads(l) for l in capsys.readouterr().out.splitlines() if l.startswith("{")]
   assert row["model"] == "mult" and "step_s_median" not in row and row["compile_s"] > 0
+
+
+def test_bench_order_stats_tiny(tmp_path, capsys):
+  """Sort vs bisection: the script checks both give the same values and reports a ratio."""
+  out = tmp_path / "order.json"
+  assert _load("bench_order_stats").main(["--n=33", "--matrix=2,2,7,9", "--repeats=1",
+                                          f"--json={out}"]) == 0
+  rows = json.load(open(out))["rows"]
+  assert len(rows) == 2 and all(r["ratio"] > 0 for r in rows)
+  assert "sort / bisection" in capsys.readouterr().out
