@@ -28,10 +28,10 @@ import ml_collections
 import numpy as np
 
 from mmfuse_jax.layers.attention import causal_mask
-from mmfuse_jax.layers.transformer import (TransformerEncoder, TransformerLayer, last_valid,
-                                           sinusoidal_positions)
+from mmfuse_jax.layers.transformer import TransformerLayer, sinusoidal_positions
 from mmfuse_jax.losses.alignment import mica_alignment
 from mmfuse_jax.models.base import DataInfo, ModelSpec, format_output, register_model
+from mmfuse_jax.models.mult import memory_last_step, residual_head
 
 
 def default_net() -> ml_collections.ConfigDict:
@@ -166,20 +166,11 @@ class MICAModel(nn.Module):
     for t in mods:
       h = nn.LayerNorm(name=f"ln_cross_{t}")(z[t])
       h = jnp.where(masks[t][..., None], h, 0.0)
-      h, _ = TransformerEncoder(
-          net.num_heads, memory_layers, attn_dropout=net.attn_dropout,
-          relu_dropout=net.relu_dropout, res_dropout=net.res_dropout,
-          embed_dropout=net.embed_dropout, causal=net.causal, name=f"memory_{t}")(
-              h, masks[t], train=train)
-      last = last_valid(h, masks[t])
+      last = memory_last_step(net, h, masks[t], memory_layers, f"memory_{t}", train)
       aux["unimodal"][t] = last
       finals.append(last)
     fused = jnp.concatenate(finals, axis=-1)
-    width = fused.shape[-1]
-    h = nn.relu(nn.Dense(width, name="head_1")(fused))
-    h = nn.Dropout(net.out_dropout, deterministic=not train)(h)
-    h = nn.Dense(width, name="head_2")(h) + fused
-    out = nn.Dense(self.info.output_dim, name="out")(h)
+    out = residual_head(fused, self.info.output_dim, net.out_dropout, train)
     aux["fused"] = fused
     return format_output(out, self.info.task), aux
 

@@ -69,22 +69,34 @@ class MulTModel(nn.Module):
         streams.append(h)
         aux["crossmodal"][f"{s}->{t}"] = details
       h = jnp.concatenate(streams, axis=-1)
-      h, _ = TransformerEncoder(
-          net.num_heads, max(net.num_layers, 3), attn_dropout=net.attn_dropout,
-          relu_dropout=net.relu_dropout, res_dropout=net.res_dropout,
-          embed_dropout=net.embed_dropout, causal=net.causal, name=f"memory_{t}")(
-              h, batch.masks[t], train=train)
-      last = last_valid(h, batch.masks[t])
+      last = memory_last_step(net, h, batch.masks[t], max(net.num_layers, 3), f"memory_{t}",
+                              train)
       aux["unimodal"][t] = last
       finals.append(last)
     fused = jnp.concatenate(finals, axis=-1)
-    width = fused.shape[-1]
-    h = nn.relu(nn.Dense(width, name="head_1")(fused))
-    h = nn.Dropout(net.out_dropout, deterministic=not train)(h)
-    h = nn.Dense(width, name="head_2")(h) + fused
-    out = nn.Dense(self.info.output_dim, name="out")(h)
+    out = residual_head(fused, self.info.output_dim, net.out_dropout, train)
     aux["fused"] = fused
     return format_output(out, self.info.task), aux
+
+
+def memory_last_step(net, h, mask, num_layers: int, name: str, train: bool):
+  """MulT's per-target self-attention memory (Eq. 4's transformer), read at the last valid
+  step. Call inside a compact method: the encoder becomes the caller's submodule `name`."""
+  h, _ = TransformerEncoder(
+      net.num_heads, num_layers, attn_dropout=net.attn_dropout, relu_dropout=net.relu_dropout,
+      res_dropout=net.res_dropout, embed_dropout=net.embed_dropout, causal=net.causal,
+      name=name)(h, mask, train=train)
+  return last_valid(h, mask)
+
+
+def residual_head(fused, output_dim: int, out_dropout: float, train: bool):
+  """MulT's output block: Dense+ReLU -> dropout -> Dense, plus the input (residual), then a
+  linear layer (submodules `head_1`, `head_2`, `out` of the calling compact module)."""
+  width = fused.shape[-1]
+  h = nn.relu(nn.Dense(width, name="head_1")(fused))
+  h = nn.Dropout(out_dropout, deterministic=not train)(h)
+  h = nn.Dense(width, name="head_2")(h) + fused
+  return nn.Dense(output_dim, name="out")(h)
 
 
 def _update_config(config: ml_collections.ConfigDict) -> None:
