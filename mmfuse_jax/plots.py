@@ -94,6 +94,7 @@ def plot_bars(workdir: str, values: dict[str, float], name: str, title: str,
 def plot_workdir(workdir: str, exp, state, split_name: str = "test", sample: int = 0
                  ) -> list[str]:
   """Every plot the workdir's model supports, from the selected checkpoint."""
+  from mmfuse_jax.losses.alignment import stack_layers
   from mmfuse_jax.training.loop import predict_split
   paths = [plot_learning_curves(workdir)]
   split = exp.dataset.splits[split_name]
@@ -103,9 +104,8 @@ def plot_workdir(workdir: str, exp, state, split_name: str = "test", sample: int
     paths.append(plot_embedding_tsne(workdir, np.concatenate(fused), split.labels))
   first = auxes[0]
   for direction, layers in first.get("crossmodal", {}).items():
-    last = layers[-1] if isinstance(layers, (list, tuple)) else {  # MulT: per-layer list
-        k: np.asarray(v)[-1] for k, v in layers.items()}              # MICA: layer-stacked
-    probs = np.asarray(last["probs"])[sample].mean(0)  # mean over heads
+    last_probs = np.asarray(stack_layers(layers)["probs"])[-1]  # MulT's list or MICA's stack
+    probs = last_probs[sample].mean(0)  # mean over heads
     src, tgt = direction.split("->")
     paths.append(plot_matrix(workdir, probs, f"attention_{src}_to_{tgt}.png",
                              f"{direction} attention (last layer, sample {sample})",
