@@ -266,8 +266,9 @@ def _time(step, steps, warmup) -> dict:
   return {"first_step_s": first, "step_s_median": med, "steps_per_s": 1.0 / med}
 
 
-def bench_model(name, path, config, dims, lengths, out_dim, batch, steps, warmup):
-  """Forward + backward + (clip) + Adam step of MulT or RERD on random inputs."""
+def make_step(name, path, config, dims, lengths, out_dim, batch):
+  """(step, n_params, notes): one forward + backward + (clip) + Adam step of MulT or RERD
+  on fixed random inputs, as a closure."""
   import torch
   import torch.nn.functional as F
   build = {"mult": build_mult, "rerd": build_rerd}[name]
@@ -291,7 +292,12 @@ def bench_model(name, path, config, dims, lengths, out_dim, batch, steps, warmup
       torch.nn.utils.clip_grad_norm_(model.parameters(), o.clip_norm)
     opt.step()
 
-  n_params = sum(p.numel() for p in model.parameters())
+  return step, sum(p.numel() for p in model.parameters()), notes
+
+
+def bench_model(name, path, config, dims, lengths, out_dim, batch, steps, warmup):
+  """Times make_step's step of MulT or RERD."""
+  step, n_params, notes = make_step(name, path, config, dims, lengths, out_dim, batch)
   return _time(step, steps, warmup) | {"params": n_params, "notes": notes}
 
 

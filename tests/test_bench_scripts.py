@@ -88,3 +88,84 @@ def test_bench_order_stats_tiny(tmp_path, capsys):
   rows = json.load(open(out))["rows"]
   assert len(rows) == 2 and all(r["ratio"] > 0 for r in rows)
   assert "sort / bisection" in capsys.readouterr().out
+
+
+class _Event:
+  def __init__(self, start, end, op=None):
+    self.start_ns, self.end_ns, self.duration_ns = start, end, end - start
+    self.name = op or "ThunkExecutor::Execute"
+    self.stats = [("hlo_op", op)] if op else []
+
+
+class _Line:
+  def __init__(self, events):
+    self.name, self.events = "thread", events
+
+
+class _Plane:
+  def __init__(self, lines):
+    self.name, self.lines, self.stats = "/host:CPU", lines, []
+
+
+class _Profile:
+  def __init__(self, planes):
+    self.planes = planes
+
+
+def test_profile_step_self_times_exclude_nested_ops():
+  """A while loop's op time excludes its body's ops; threads add up; non-op events are
+  ignored."""
+  prof = _load("profile_step")
+  thread_1 = _Line([_Event(0, 100), _Event(0, 50, "while.1"), _Event(10, 20, "dot.2"),
+                    _Event(25, 45, "fusion.3"), _Event(30, 35, "copy.4"),
+                    _Event(60, 70, "dot.2")])
+  thread_2 = _Line([_Event(5, 12, "dot.2")])
+  got = prof.self_times(_Profile([_Plane([thread_1, thread_2])]))
+  assert got == {"while.1": 50 - 10 - 20, "dot.2": 10 + 10 + 7, "fusion.3": 15, "copy.4": 5}
+
+
+def test_profile_step_attributes_hlo_ops():
+  """Compiled-HLO parsing: dots and fusions holding a dot are matmuls; op_names give the
+  pass (jvp / transpose), dropout's random bits and the Flax module path."""
+  import flax.linen as nn
+  import jax
+  import jax.numpy as jnp
+  prof = _load("profile_step")
+
+  class Net(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+      h = nn.Dense(8, name="proj")(x)
+      return nn.Dropout(0.5, deterministic=False)(jnp.tanh(h)).sum()
+
+  net = Net()
+  x = jnp.ones((4, 3))
+  params = net.init({"params": jax.random.PRNGKey(0), "dropout": jax.random.PRNGKey(1)}, x)
+  step = jax.jit(jax.grad(lambda p, k: net.apply(p, x, rngs={"dropout": k})))
+  ops = prof.hlo_ops(step.lower(params, jax.random.PRNGKey(2)).compile().as_text())
+  classes = {prof.classify(name, matmul, 2) for name, matmul in ops.values() if name}
+  assert ("forward", "matmul", "Net/proj") in classes
+  assert ("backward", "matmul", "Net/proj") in classes
+  assert any(k == "dropout/random bits" and m == "Net/Dropout_0" for _, k, m in classes)
+  assert prof.classify("jit(f)/transpose(jvp(M))/a/b/c/exp", False, 2) == ("backward", "exp",
+                                                                            "M/a")
+  assert prof.classify("", False, 2)[1].startswith("(no metadata")
+
+
+def test_profile_step_tiny_mult(tmp_path, capsys):
+  """The whole script on a tiny MulT: every grouping's shares sum to 1, and the step's
+  matmuls, dropout bits, forward and backward are all found."""
+  out = tmp_path / "profile.json"
+  res = _load("profile_step").main(["--model=mult", "--shapes=utterance", "--batch=4",
+                                    "--steps=1", "--set=num_devices=1", *TINY_MULT,
+                                    f"--trace_dir={tmp_path / 'trace'}", f"--json={out}"])
+  saved = json.loads(out.read_text())
+  assert saved["model"] == "mult" and res["jax"]["op_time_s_per_step"] > 0
+  groups = saved["jax"]["groups"]
+  for rows in groups.values():
+    assert abs(sum(s for _, s in rows) - 1.0) < 1e-6
+  kinds = dict(groups["kind"])
+  assert kinds.get("matmul", 0) > 0 and kinds.get("dropout/random bits", 0) > 0
+  assert {"forward", "backward"} <= set(dict(groups["pass"]))
+  assert any(m.startswith("MulTModel/") for m, _ in groups["module"])
+  assert "by pass x kind" in capsys.readouterr().out
