@@ -7,6 +7,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from mmfuse_jax.layers.dropout import Dropout
+
 
 def causal_mask(len_q: int, len_k: int) -> jnp.ndarray:
   """(len_q, len_k) bool mask, True where query i may attend key j.
@@ -61,7 +63,7 @@ class MultiHeadAttention(nn.Module):
       am = attn_mask[None, None] if attn_mask.ndim == 2 else attn_mask[:, None]
       mask = am if mask is None else (mask & am)
     probs = masked_softmax(logits.astype(jnp.float32), mask)
-    dropped = nn.Dropout(self.dropout, deterministic=not train)(probs)
+    dropped = Dropout(self.dropout, deterministic=not train)(probs)
     out = jnp.einsum("bhqk,bkhd->bqhd", dropped.astype(v.dtype), v)
     out = nn.DenseGeneral(dim, axis=(-2, -1), use_bias=self.use_bias, dtype=self.dtype,
                           name="out")(out)

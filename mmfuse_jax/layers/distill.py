@@ -18,6 +18,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from mmfuse_jax.errors import ConfigError
+from mmfuse_jax.layers.dropout import Dropout
 from mmfuse_jax.layers.probsparse import ProbSparseSelfAttention
 
 POOL_WINDOW, POOL_STRIDE, POOL_PAD = 3, 2, 1
@@ -107,7 +108,7 @@ class DistillEncoderLayer(nn.Module):
 
   @nn.compact
   def __call__(self, x, mask, *, train: bool = False):
-    drop = lambda y: nn.Dropout(self.dropout, deterministic=not train)(y)
+    drop = lambda y: Dropout(self.dropout, deterministic=not train)(y)
     attn, details = ProbSparseSelfAttention(self.num_heads, factor=self.factor,
                                             sparse=self.sparse, sample_keys=self.sample_keys,
                                             name="attn")(x, mask, train=train)

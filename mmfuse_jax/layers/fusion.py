@@ -30,6 +30,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from mmfuse_jax.layers.dropout import Dropout
+
 
 def similarity(v_i: jnp.ndarray, v_j: jnp.ndarray) -> jnp.ndarray:
   """Eq. 12: S_ij = softmax(V_i)^T softmax(V_j), softmax over the feature axis; (B,)."""
@@ -187,9 +189,9 @@ class DecisionNetwork(nn.Module):
     elif self.norm != "none":
       raise ValueError(f"decision norm must be batch, layer or none, got {self.norm!r}")
     z = jnp.tanh(nn.Dense(self.hidden, name="dense_0")(z))
-    z = nn.Dropout(self.dropout, deterministic=not train)(z)
+    z = Dropout(self.dropout, deterministic=not train)(z)
     z = jnp.tanh(nn.Dense(self.hidden, name="dense_1")(z))
-    z = nn.Dropout(self.dropout, deterministic=not train)(z)
+    z = Dropout(self.dropout, deterministic=not train)(z)
     return nn.Dense(self.out_dim, name="out")(z)
 
 

@@ -13,6 +13,8 @@ from __future__ import annotations
 import flax.linen as nn
 import jax.numpy as jnp
 
+from mmfuse_jax.layers.dropout import Dropout
+
 
 def pack_valid(x: jnp.ndarray, mask: jnp.ndarray):
   """(B, T, D), (B, T) bool -> (packed (B, T, D), lengths (B,) int32, rank (B, T) int32).
@@ -57,7 +59,7 @@ class MaskedLSTM(nn.Module):
     finals = None
     for i in range(self.num_layers):
       if i > 0:
-        packed = nn.Dropout(self.dropout, deterministic=not train)(packed)
+        packed = Dropout(self.dropout, deterministic=not train)(packed)
       (_, h_f), y_f = nn.RNN(nn.LSTMCell(self.hidden, name=f"forward_{i}"),
                              return_carry=True)(packed, seq_lengths=lengths)
       outs, finals = [y_f], [h_f]

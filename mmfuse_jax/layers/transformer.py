@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mmfuse_jax.layers.attention import MultiHeadAttention, causal_mask
+from mmfuse_jax.layers.dropout import Dropout
 
 
 def sinusoidal_positions(length: int, dim: int) -> jnp.ndarray:
@@ -56,13 +57,13 @@ class TransformerLayer(nn.Module):
     attn, details = MultiHeadAttention(self.num_heads, dropout=self.attn_dropout,
                                        dtype=self.dtype, name="attn")(
                                            h, kv, kv_mask, attn_mask, train=train)
-    x = x + nn.Dropout(self.res_dropout, deterministic=not train)(attn)
+    x = x + Dropout(self.res_dropout, deterministic=not train)(attn)
     d = x.shape[-1]
     h = nn.LayerNorm(name="ln_ff")(x)
     h = nn.relu(nn.Dense(self.ff_mult * d, dtype=self.dtype, name="ff1")(h))
-    h = nn.Dropout(self.relu_dropout, deterministic=not train)(h)
+    h = Dropout(self.relu_dropout, deterministic=not train)(h)
     h = nn.Dense(d, dtype=self.dtype, name="ff2")(h)
-    x = x + nn.Dropout(self.res_dropout, deterministic=not train)(h)
+    x = x + Dropout(self.res_dropout, deterministic=not train)(h)
     return x, details
 
 
@@ -88,7 +89,7 @@ class TransformerEncoder(nn.Module):
     x = np.sqrt(d).astype(np.float32) * x
     if self.positions:
       x = x + sinusoidal_positions(x.shape[1], d)[None]
-    return nn.Dropout(self.embed_dropout, deterministic=not train)(x)
+    return Dropout(self.embed_dropout, deterministic=not train)(x)
 
   @nn.compact
   def __call__(self, x, q_mask=None, x_kv=None, kv_mask=None, *, train: bool = False):

@@ -31,6 +31,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from mmfuse_jax.layers.dropout import Dropout
+
 BOUNDS = ("kl", "f", "w")
 
 
@@ -61,7 +63,7 @@ class StatisticNetwork(nn.Module):
     h = z
     for i, w in enumerate(widths):
       h = nn.leaky_relu(nn.Dense(w, name=f"dense_{i}")(h), self.negative_slope)
-      h = nn.Dropout(self.dropout, deterministic=not train)(h)
+      h = Dropout(self.dropout, deterministic=not train)(h)
     t = nn.Dense(1, name="out")(h)[:, 0]
     if self.output == "sigmoid":
       return nn.sigmoid(t)

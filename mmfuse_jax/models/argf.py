@@ -29,6 +29,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from mmfuse_jax.errors import ConfigError
+from mmfuse_jax.layers.dropout import Dropout
 from mmfuse_jax.layers.fusion import FUSIONS, DecisionNetwork, GraphFusion, SimpleFusion
 from mmfuse_jax.layers.recurrent import MaskedLSTM
 from mmfuse_jax.losses.adversarial import DISTANCES
@@ -165,7 +166,7 @@ class Encoder(nn.Module):
   def __call__(self, x, row_mask, *, train: bool = False):
     for i, width in enumerate((self.expand * x.shape[-1], self.expand * self.hidden)):
       x = nn.Dense(width, name=f"dense_{i}")(x)
-      x = nn.Dropout(self.dropout, deterministic=not train)(x)
+      x = Dropout(self.dropout, deterministic=not train)(x)
       x = nn.BatchNorm(use_running_average=not train, momentum=self.momentum, epsilon=1e-5,
                        name=f"norm_{i}")(x, mask=jnp.broadcast_to(row_mask[:, None], x.shape))
       x = nn.leaky_relu(x, self.leaky_slope)
@@ -183,7 +184,7 @@ class MLP(nn.Module):
   def __call__(self, x, *, train: bool = False):
     for i, w in enumerate(self.widths):
       x = nn.leaky_relu(nn.Dense(w, name=f"dense_{i}")(x), self.leaky_slope)
-      x = nn.Dropout(self.dropout, deterministic=not train)(x)
+      x = Dropout(self.dropout, deterministic=not train)(x)
     return nn.Dense(self.out, name="out")(x)
 
 
@@ -197,7 +198,7 @@ class ARGFModel(nn.Module):
     if net.ucln:
       self.ucln = {m: UCLN(net.ucln_hidden, net.ucln_dim, net.ucln_activation) for m in mods}
       self.ucln_head = {m: nn.Dense(self.info.output_dim) for m in mods}
-      self.ucln_drop = nn.Dropout(net.ucln_dropout)
+      self.ucln_drop = Dropout(net.ucln_dropout)
     in_dims = {m: (net.ucln_dim if net.ucln else self.info.feature_dims[m]) for m in mods}
     self.encoders = {m: Encoder(net.hidden, net.encoder_expand, net.dropout, net.leaky_slope,
                                 net.bn_momentum) for m in mods}

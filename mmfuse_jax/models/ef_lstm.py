@@ -30,6 +30,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 import ml_collections
 
+from mmfuse_jax.layers.dropout import Dropout
 from mmfuse_jax.layers.transformer import masked_mean
 from mmfuse_jax.models.base import DataInfo, ModelSpec, format_output, register_model
 
@@ -101,7 +102,7 @@ class MaskedLSTM(nn.Module):
     h_last = None
     for i in range(self.num_layers):
       if i > 0:
-        x = nn.Dropout(self.dropout, deterministic=not train)(x)
+        x = Dropout(self.dropout, deterministic=not train)(x)
       cell = nn.OptimizedLSTMCell(self.hidden, name=f"lstm_{i}")
       (c, h), y = nn.RNN(cell, return_carry=True)(x, seq_lengths=lengths)
       x = jnp.where(valid[..., None], y, 0.0)
@@ -140,7 +141,7 @@ class EFLSTM(nn.Module):
     x = jnp.concatenate([aligned[m] for m in mods], axis=-1)
     _, h = MaskedLSTM(net.hidden, net.num_layers, net.dropout, name="lstm")(x, mask,
                                                                             train=train)
-    h = nn.Dropout(net.dropout, deterministic=not train)(h)
+    h = Dropout(net.dropout, deterministic=not train)(h)
     fused = nn.relu(nn.Dense(net.hidden, name="fc")(h))
     out = nn.Dense(self.info.output_dim, name="out")(fused)
     # EF-LSTM has no per-modality encoder: its unimodal views are the time means of the

@@ -22,6 +22,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 import ml_collections
 
+from mmfuse_jax.layers.dropout import Dropout
 from mmfuse_jax.models.base import DataInfo, ModelSpec, format_output, register_model
 from mmfuse_jax.models.ef_lstm import mdm_net_fields
 from mmfuse_jax.models.tfn import squash, unimodal_embeddings
@@ -73,7 +74,7 @@ class LMF(nn.Module):
     d_h = net.fusion_dim or self.info.output_dim
     fused = LowRankFusion(net.rank, d_h, name="fusion")([uni[m] for m in mods])
     if net.fusion_dim:
-      h = nn.Dropout(net.dropout_post, deterministic=not train)(fused)
+      h = Dropout(net.dropout_post, deterministic=not train)(fused)
       out = nn.Dense(self.info.output_dim, name="out")(h)
     else:
       out = fused

@@ -33,6 +33,7 @@ import ml_collections
 
 from mmfuse_jax.errors import ConfigError
 from mmfuse_jax.layers.attention import MultiHeadAttention
+from mmfuse_jax.layers.dropout import Dropout
 from mmfuse_jax.layers.recurrent import MaskedLSTM, pack_valid, unpack_valid
 from mmfuse_jax.layers.transformer import masked_mean
 from mmfuse_jax.losses.vib import reparameterize, std_from_raw
@@ -196,14 +197,14 @@ class BertStyleEncoder(nn.Module):
     pos = self.param("position_embeddings", nn.initializers.normal(0.02),
                      (self.max_len, self.hidden))
     h = nn.LayerNorm(epsilon=1e-12, name="embeddings_ln")(h + pos[None, :x.shape[1]])
-    h = nn.Dropout(self.dropout, deterministic=not train)(h)
+    h = Dropout(self.dropout, deterministic=not train)(h)
     for i in range(self.num_layers):
       a, _ = MultiHeadAttention(self.num_heads, dropout=self.dropout, name=f"layer_{i}_attn")(
           h, h, mask, train=train)
-      a = nn.Dropout(self.dropout, deterministic=not train)(a)
+      a = Dropout(self.dropout, deterministic=not train)(a)
       h = nn.LayerNorm(epsilon=1e-12, name=f"layer_{i}_attn_ln")(h + a)
       f = nn.gelu(nn.Dense(4 * self.hidden, name=f"layer_{i}_intermediate")(h))
-      f = nn.Dropout(self.dropout, deterministic=not train)(
+      f = Dropout(self.dropout, deterministic=not train)(
           nn.Dense(self.hidden, name=f"layer_{i}_output")(f))
       h = nn.LayerNorm(epsilon=1e-12, name=f"layer_{i}_output_ln")(h + f)
     return h
@@ -264,7 +265,7 @@ class LSTMEncoder(nn.Module):
   @nn.compact
   def __call__(self, x, mask, *, train: bool = False):
     seq, final = MaskedLSTM(self.dim, bidirectional=False, name="lstm")(x, mask, train=train)
-    h = nn.Dropout(self.dropout, deterministic=not train)(final)
+    h = Dropout(self.dropout, deterministic=not train)(final)
     return seq, nn.Dense(self.dim, name="out")(h)
 
 
@@ -304,10 +305,10 @@ class GatedCrossLayer(nn.Module):
         jnp.concatenate([x_m, x_s], -1)))
     o, _ = MultiHeadAttention(self.num_heads, dropout=self.dropout, name="attn")(
         m_s, m_m, mask_m, train=train)
-    o = nn.Dropout(self.dropout, deterministic=not train)(o)
+    o = Dropout(self.dropout, deterministic=not train)(o)
     bar = nn.LayerNorm(name="ln1")(g_f[:, None] * m_s + g_c[:, None] * o)
     f = nn.Dense(d, name="ff2")(nn.relu(nn.Dense(4 * d, name="ff1")(bar)))
-    f = nn.Dropout(self.dropout, deterministic=not train)(f)
+    f = Dropout(self.dropout, deterministic=not train)(f)
     out = nn.LayerNorm(name="ln2")(bar + f)
     return jnp.where(mask_s[..., None], out, 0.0), g_f, g_c
 
@@ -375,7 +376,7 @@ class MCER(nn.Module):
   def __call__(self, batch, *, train: bool = False):
     n, info = self.net, self.info
     tasks, heads = active_tasks(n)
-    drop = lambda x: nn.Dropout(n.dropout, deterministic=not train)(x)
+    drop = lambda x: Dropout(n.dropout, deterministic=not train)(x)
     feats = {m: batch.features[m] for m in MODALITIES}
     masks = {m: batch.masks[m].astype(bool) for m in MODALITIES}
     # Eq. 1-2: shared low-level unimodal features.

@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from mmfuse_jax.layers.dropout import Dropout
 from mmfuse_jax.models.base import DataInfo, ModelSpec, format_output, register_model
 from mmfuse_jax.models.ef_lstm import align_modalities, mdm_net_fields, reference_modality
 
@@ -58,7 +59,7 @@ class _MLP(nn.Module):
   @nn.compact
   def __call__(self, x):
     h = nn.relu(nn.Dense(self.hidden, name="fc1")(x))
-    h = nn.Dropout(self.dropout, deterministic=not self.train)(h)
+    h = Dropout(self.dropout, deterministic=not self.train)(h)
     return nn.Dense(self.out, name="fc2")(h)
 
 
@@ -119,7 +120,7 @@ class MFN(nn.Module):
     hs = {m: states[m][1] for m in mods}
     final = jnp.concatenate([hs[m] for m in mods] + [mem], axis=-1)
     fused = nn.relu(nn.Dense(net.out_hidden, name="out_fc1")(final))
-    h = nn.Dropout(net.dropout_out, deterministic=not train)(fused)
+    h = Dropout(net.dropout_out, deterministic=not train)(fused)
     out = nn.Dense(self.info.output_dim, name="out_fc2")(h)
     return format_output(out, self.info.task), {"fused": fused, "unimodal": hs, "memory": mem,
                                                 "attention": attn}

@@ -28,6 +28,7 @@ import ml_collections
 import numpy as np
 
 from mmfuse_jax.layers.attention import causal_mask
+from mmfuse_jax.layers.dropout import Dropout
 from mmfuse_jax.layers.transformer import TransformerLayer, sinusoidal_positions
 from mmfuse_jax.losses.alignment import mica_alignment
 from mmfuse_jax.models.base import DataInfo, ModelSpec, format_output, register_model
@@ -137,13 +138,13 @@ class MICAModel(nn.Module):
     for m in mods:
       x = jnp.where(masks[m][..., None], batch.features[m], 0.0)
       if m == "text":
-        x = nn.Dropout(net.embed_dropout, deterministic=not train)(x)
+        x = Dropout(net.embed_dropout, deterministic=not train)(x)
       kernel = net.get(f"proj_kernel_{m}", 1)
       x = nn.Conv(d, (kernel,), padding="SAME", use_bias=False, name=f"proj_{m}")(x)
       x = jnp.where(masks[m][..., None], x, 0.0)
       # MulT's embedding: scale by sqrt(d), add sinusoidal positions, dropout.
       x = np.sqrt(d).astype(np.float32) * x + sinusoidal_positions(x.shape[1], d)[None]
-      z0[m] = nn.Dropout(net.embed_dropout, deterministic=not train)(x)
+      z0[m] = Dropout(net.embed_dropout, deterministic=not train)(x)
 
     layer_args = dict(net=net, modalities=tuple(mods),
                       max_lengths=tuple((m, int(self.info.max_lengths[m])) for m in mods))

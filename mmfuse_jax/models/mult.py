@@ -14,6 +14,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 import ml_collections
 
+from mmfuse_jax.layers.dropout import Dropout
 from mmfuse_jax.layers.transformer import TransformerEncoder, last_valid
 from mmfuse_jax.models.base import DataInfo, ModelSpec, format_output, register_model
 
@@ -51,7 +52,7 @@ class MulTModel(nn.Module):
     for m in mods:
       x = batch.features[m]
       if m == "text":
-        x = nn.Dropout(net.embed_dropout, deterministic=not train)(x)
+        x = Dropout(net.embed_dropout, deterministic=not train)(x)
       x = nn.Conv(d, (net.proj_kernel,), padding="SAME", use_bias=False, name=f"proj_{m}")(x)
       proj[m] = jnp.where(batch.masks[m][..., None], x, 0.0)
     aux = {"crossmodal": {}, "unimodal": {}}
@@ -94,7 +95,7 @@ def residual_head(fused, output_dim: int, out_dropout: float, train: bool):
   linear layer (submodules `head_1`, `head_2`, `out` of the calling compact module)."""
   width = fused.shape[-1]
   h = nn.relu(nn.Dense(width, name="head_1")(fused))
-  h = nn.Dropout(out_dropout, deterministic=not train)(h)
+  h = Dropout(out_dropout, deterministic=not train)(h)
   h = nn.Dense(width, name="head_2")(h) + fused
   return nn.Dense(output_dim, name="out")(h)
 

@@ -26,6 +26,7 @@ import ml_collections
 
 from mmfuse_jax.errors import ConfigError
 from mmfuse_jax.layers.distill import DistillationStack, check_distill_layers, distilled_lengths
+from mmfuse_jax.layers.dropout import Dropout
 from mmfuse_jax.layers.transformer import TransformerEncoder, sinusoidal_positions
 from mmfuse_jax.losses.sinkhorn import COSTS, KINDS, msd_loss, pairwise_cost
 from mmfuse_jax.models.base import DataInfo, ModelSpec, format_output, register_model
@@ -145,7 +146,7 @@ class RERDModel(nn.Module):
       if net.encoder != "none":
         if net.distill_positions:
           x = x + sinusoidal_positions(x.shape[1], net.latent_dim)[None]
-        x = nn.Dropout(net.dropout, deterministic=not train)(x)
+        x = Dropout(net.dropout, deterministic=not train)(x)
         x, mask, details = DistillationStack(
             net.distill_heads, net.distill_layers, d_ff=net.distill_ff, factor=net.factor,
             distill=net.encoder == "distill", sample_keys=net.sample_keys,
@@ -179,7 +180,7 @@ class RERDModel(nn.Module):
       fused = h.reshape(h.shape[0], -1)
     width = fused.shape[-1]
     y = nn.relu(nn.Dense(width, name="head_1")(fused))
-    y = nn.Dropout(net.out_dropout, deterministic=not train)(y)
+    y = Dropout(net.out_dropout, deterministic=not train)(y)
     y = nn.Dense(width, name="head_2")(y)
     out = nn.Dense(info.output_dim, name="head_out")(y)
     aux["fused"] = fused

@@ -22,6 +22,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 import ml_collections
 
+from mmfuse_jax.layers.dropout import Dropout
 from mmfuse_jax.layers.transformer import masked_mean
 from mmfuse_jax.models.base import DataInfo, ModelSpec, format_output, register_model
 from mmfuse_jax.models.ef_lstm import MaskedLSTM, mdm_net_fields
@@ -50,7 +51,7 @@ class SubNet(nn.Module):
   @nn.compact
   def __call__(self, x, mask, *, train: bool = False):
     h = masked_mean(x, mask)
-    h = nn.Dropout(self.dropout, deterministic=not train)(h)
+    h = Dropout(self.dropout, deterministic=not train)(h)
     for i in range(3):
       h = nn.relu(nn.Dense(self.hidden, name=f"dense_{i}")(h))
     return h
@@ -65,7 +66,7 @@ class TextSubNet(nn.Module):
   @nn.compact
   def __call__(self, x, mask, *, train: bool = False):
     _, h = MaskedLSTM(self.hidden, name="lstm")(x, mask, train=train)
-    h = nn.Dropout(self.dropout, deterministic=not train)(h)
+    h = Dropout(self.dropout, deterministic=not train)(h)
     return nn.Dense(self.out, name="dense")(h)
 
 
@@ -107,7 +108,7 @@ class TFN(nn.Module):
     net, mods = self.net, self.info.modalities
     uni = unimodal_embeddings(net, mods, batch, train)
     tensor = tensor_fusion([uni[m] for m in mods])
-    h = nn.Dropout(net.dropout_post, deterministic=not train)(tensor)
+    h = Dropout(net.dropout_post, deterministic=not train)(tensor)
     h = nn.relu(nn.Dense(net.post_fusion, name="post_1")(h))
     fused = nn.relu(nn.Dense(net.post_fusion, name="post_2")(h))
     out = squash(nn.Dense(self.info.output_dim, name="out")(fused), net)

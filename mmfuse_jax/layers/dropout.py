@@ -1,0 +1,123 @@
+"""Dropout with a fused random mask: the same masks as `flax.linen.Dropout`, bit for bit.
+
+`flax.linen.Dropout` draws its mask with `jax.random.bernoulli`, i.e. JAX's threefry2x32
+counter-mode hash (Salmon et al. 2011, "Parallel random numbers: as easy as 1, 2, 3") of
+each element's flat index. On CPU, JAX lowers that hash as a rolled 5-iteration while loop,
+so every round group reads and writes the whole counter state: for MulT's attention
+dropout over (batch, heads, 500, 500) scores this was a quarter of the train step
+(scripts/profile_step.py). `fused_bernoulli` computes the same hash written out round by
+round from broadcasted iotas, which XLA fuses with the comparison and the select into one
+elementwise pass (scripts/bench_dropout.py times both).
+
+Equality with JAX holds for the default PRNG configuration (threefry2x32 keys,
+`jax_threefry_partitionable`, float32 probabilities, fewer than 2**32 elements) and is
+tested bit for bit; in any other configuration `Dropout` calls `jax.random.bernoulli`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+# Threefry-2x32 rotation constants (Salmon et al. 2011), alternating every 4 rounds.
+_ROTATIONS = ((13, 15, 26, 6), (17, 29, 16, 24))
+_KEY_PARITY = np.uint32(0x1BD11BDA)
+
+
+def _rotate_left(x: jnp.ndarray, d: int) -> jnp.ndarray:
+  return (x << np.uint32(d)) | (x >> np.uint32(32 - d))
+
+
+def threefry2x32(k0, k1, x0, x1):
+  """Threefry-2x32 with 20 rounds: key words (k0, k1), counter words (x0, x1), all uint32.
+
+  Key injection after every 4 rounds with the extended key (k0, k1, k0 ^ k1 ^ C) and the
+  injection index added to the second word, as in the Random123 reference and JAX."""
+  ks = (k0, k1, k0 ^ k1 ^ _KEY_PARITY)
+  x0, x1 = x0 + ks[0], x1 + ks[1]
+  for i in range(5):
+    for r in _ROTATIONS[i % 2]:
+      x0 = x0 + x1
+      x1 = _rotate_left(x1, r) ^ x0
+    x0 = x0 + ks[(i + 1) % 3]
+    x1 = x1 + ks[(i + 2) % 3] + np.uint32(i + 1)
+  return x0, x1
+
+
+def flat_index(shape: Sequence[int]) -> jnp.ndarray:
+  """uint32 array of `shape` holding each element's row-major flat index (size < 2**32)."""
+  if not shape:
+    return jnp.zeros((), jnp.uint32)
+  strides = np.cumprod((*shape[1:], 1)[::-1])[::-1]
+  idx = jnp.zeros(shape, jnp.uint32)
+  for d, s in enumerate(strides):
+    idx = idx + lax.broadcasted_iota(jnp.uint32, tuple(shape), d) * np.uint32(s)
+  return idx
+
+
+def _threefry_key_words(key):
+  """(k0, k1) uint32 words of a threefry key (raw or typed), or None for other PRNGs."""
+  if jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key):
+    if "threefry" not in str(jax.random.key_impl(key)):
+      return None
+    key = jax.random.key_data(key)
+  elif jax.config.jax_default_prng_impl != "threefry2x32":
+    return None
+  if key.shape != (2,) or key.dtype != jnp.uint32:
+    return None
+  return key[0], key[1]
+
+
+def fused_random_bits(key, shape: Sequence[int]) -> jnp.ndarray | None:
+  """uint32 bits equal to jax.random.bits(key, shape), or None where that equality is not
+  guaranteed (non-threefry key, non-partitionable threefry, 2**32 elements or more)."""
+  words = _threefry_key_words(key)
+  if (words is None or not jax.config.jax_threefry_partitionable
+      or int(np.prod(shape)) >= 2 ** 32):
+    return None
+  hi, lo = threefry2x32(*words, jnp.zeros(shape, jnp.uint32), flat_index(shape))
+  return hi ^ lo
+
+
+def fused_bernoulli(key, p: float, shape: Sequence[int]) -> jnp.ndarray:
+  """Bool mask, True with probability p: jax.random.bernoulli(key, p, shape) bit for bit
+  (uniform float32 from the top 23 bits, compared with p), fused where possible."""
+  bits = None if jax.config.jax_enable_x64 else fused_random_bits(key, tuple(shape))
+  if bits is None:
+    return jax.random.bernoulli(key, p, shape)
+  one = np.array(1.0, np.float32).view(np.uint32)
+  uniform = lax.bitcast_convert_type((bits >> np.uint32(9)) | one, jnp.float32) - 1.0
+  return uniform < np.float32(p)
+
+
+class Dropout(nn.Module):
+  """Inverted dropout, a drop-in for flax.linen.Dropout (same fields, same masks for the
+  same keys) whose mask is computed by `fused_bernoulli`."""
+  rate: float
+  broadcast_dims: Sequence[int] = ()
+  deterministic: bool | None = None
+  rng_collection: str = "dropout"
+
+  @nn.compact
+  def __call__(self, inputs, deterministic: bool | None = None, rng=None):
+    deterministic = nn.merge_param("deterministic", self.deterministic, deterministic)
+    if self.rate == 0.0 or deterministic:
+      return inputs
+    if self.rate == 1.0:
+      return jnp.zeros_like(inputs)
+    keep_prob = 1.0 - self.rate
+    if rng is None:
+      rng = self.make_rng(self.rng_collection)
+    shape = list(inputs.shape)
+    for dim in self.broadcast_dims:
+      shape[dim] = 1
+    mask = jnp.broadcast_to(fused_bernoulli(rng, keep_prob, shape), inputs.shape)
+    return lax.select(mask, inputs / keep_prob, jnp.zeros_like(inputs))
+
+
+__all__ = ["Dropout", "fused_bernoulli", "fused_random_bits", "threefry2x32", "flat_index"]
