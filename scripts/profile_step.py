@@ -57,9 +57,10 @@ _RANDOM = ("Dropout", "_bernoulli", "_uniform", "threefry", "random_bits", "rand
            "random_fold_in", "_gumbel", "_normal")
 
 
-def hlo_ops(compiled_text: str) -> dict[str, tuple[str, bool]]:
+def hlo_ops(compiled_text: str) -> dict[str, tuple[str, bool, str]]:
   """HLO instruction name -> (JAX op_name, whether it computes a matmul: a dot or
-  convolution, or a fusion whose computation holds one), from a compiled module's text."""
+  convolution, or a fusion whose computation holds one, result type such as
+  `f32[8,5,500,500]{3,2,1,0}`), from a compiled module's text."""
   ops, calls, has_dot, comp = {}, {}, collections.defaultdict(bool), ""
   for line in compiled_text.splitlines():
     head = _COMPUTATION.match(line)
@@ -73,14 +74,15 @@ def hlo_ops(compiled_text: str) -> dict[str, tuple[str, bool]]:
     op = _OPCODE.search(rest)
     opcode = op.group(1) if op else ""
     meta = _OP_NAME.search(rest)
-    ops[name] = (meta.group(1) if meta else "", opcode in ("dot", "convolution"))
+    ops[name] = (meta.group(1) if meta else "", opcode in ("dot", "convolution"),
+                 rest[:op.start()].strip() if op else "")
     if opcode in ("dot", "convolution"):
       has_dot[comp] = True
     called = _CALLS.search(rest)
     if opcode == "fusion" and called:
       calls[name] = called.group(1)
   for name, target in calls.items():
-    ops[name] = (ops[name][0], ops[name][1] or has_dot[target])
+    ops[name] = (ops[name][0], ops[name][1] or has_dot[target], ops[name][2])
   return ops
 
 
@@ -178,7 +180,7 @@ def profile_jax(model: str, shape: str, batch: int, steps: int, overrides: dict,
   return summarise(times, ops, depth, steps)
 
 
-def summarise(times: dict[str, float], ops: dict[str, tuple[str, bool]], depth: int,
+def summarise(times: dict[str, float], ops: dict[str, tuple[str, bool, str]], depth: int,
               steps: int) -> dict:
   """Shares of the total op time by pass, kind, module and pass x kind; the top ops."""
   total = sum(times.values())
@@ -186,18 +188,18 @@ def summarise(times: dict[str, float], ops: dict[str, tuple[str, bool]], depth: 
             "module": collections.Counter(), "pass x kind": collections.Counter()}
   top = []
   for op, t in times.items():
-    name, matmul = ops.get(op, ("", False))
+    name, matmul, result = ops.get(op, ("", False, ""))
     the_pass, kind, module = classify(name, matmul, depth)
     groups["pass"][the_pass] += t
     groups["kind"][kind] += t
     groups["module"][module] += t
     groups["pass x kind"][f"{the_pass}: {kind}"] += t
-    top.append((t, op, name))
+    top.append((t, op, name, result))
   top.sort(reverse=True)
   share = lambda c: [(k, v / total) for k, v in c.most_common()]
   return {"op_time_s_per_step": total / 1e9 / steps, "steps": steps,
           "groups": {k: share(v) for k, v in groups.items()},
-          "top_ops": [(op, t / total, name) for t, op, name in top[:40]]}
+          "top_ops": [(op, t / total, name, result) for t, op, name, result in top[:40]]}
 
 
 def profile_torch(model: str, path: str, shape: str, batch: int, steps: int, overrides: dict,
@@ -245,8 +247,8 @@ def print_report(title: str, r: dict, top: int) -> None:
     for k, s in rows[:top]:
       print(f"  {100 * s:5.1f}%  {k}")
   print("-- top ops")
-  for op, s, name in r["top_ops"][:top]:
-    print(f"  {100 * s:5.1f}%  {op:28s} {name[-110:]}")
+  for op, s, name, result in r["top_ops"][:top]:
+    print(f"  {100 * s:5.1f}%  {op:28s} {result.split('{')[0]:22s} {name[-90:]}")
 
 
 def main(argv=None) -> dict:

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from mmfuse_jax.data.core import Batch
+from mmfuse_jax.layers import recurrent
 from mmfuse_jax.models import DataInfo
 from mmfuse_jax.models import ef_lstm, lmf, mfn, tfn
 from mmfuse_jax.registry import MODELS
@@ -47,8 +48,9 @@ def _sigmoid(x):
 def test_pack_valid_moves_valid_steps_front():
   x = np.arange(12, dtype=np.float32).reshape(2, 6, 1)
   mask = np.array([[0, 0, 1, 1, 0, 1], [1, 1, 1, 0, 0, 0]], bool)
-  xp, n = jax.jit(ef_lstm.pack_valid)(x, mask)
+  xp, n, rank = jax.jit(recurrent.pack_valid)(x, mask)
   np.testing.assert_array_equal(n, [3, 3])
+  np.testing.assert_array_equal(rank[0, [2, 3, 5]], [0, 1, 2])
   np.testing.assert_array_equal(xp[..., 0], [[2, 3, 5, 0, 0, 0], [6, 7, 8, 0, 0, 0]])
 
 
@@ -114,10 +116,10 @@ def test_masked_lstm_matches_numpy_and_ignores_padding():
   rng = np.random.default_rng(1)
   x = rng.normal(size=(3, 6, 4)).astype(np.float32)
   mask = np.array([[1, 1, 1, 1, 0, 0], [0, 0, 1, 1, 1, 1], [0, 0, 0, 0, 0, 0]], bool)
-  lstm = ef_lstm.MaskedLSTM(5)
+  lstm = recurrent.MaskedLSTM(5, bidirectional=False)
   params = lstm.init(jax.random.PRNGKey(0), x, mask)
   _, h = jax.jit(lstm.apply)(params, x, mask)
-  cell = params["params"]["lstm_0"]
+  cell = params["params"]["forward_0"]
   np.testing.assert_allclose(h[0], _np_lstm(cell, x[0, :4]), rtol=1e-4, atol=1e-5)
   np.testing.assert_allclose(h[1], _np_lstm(cell, x[1, 2:]), rtol=1e-4, atol=1e-5)
   np.testing.assert_array_equal(h[2], 0.0)

@@ -143,7 +143,8 @@ def test_profile_step_attributes_hlo_ops():
   params = net.init({"params": jax.random.PRNGKey(0), "dropout": jax.random.PRNGKey(1)}, x)
   step = jax.jit(jax.grad(lambda p, k: net.apply(p, x, rngs={"dropout": k})))
   ops = prof.hlo_ops(step.lower(params, jax.random.PRNGKey(2)).compile().as_text())
-  classes = {prof.classify(name, matmul, 2) for name, matmul in ops.values() if name}
+  classes = {prof.classify(name, matmul, 2) for name, matmul, _ in ops.values() if name}
+  assert any(result.startswith("f32[4,8]") for _, _, result in ops.values())
   assert ("forward", "matmul", "Net/proj") in classes
   assert ("backward", "matmul", "Net/proj") in classes
   assert any(k == "dropout/random bits" and m == "Net/Dropout_0" for _, k, m in classes)

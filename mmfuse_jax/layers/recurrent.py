@@ -1,6 +1,7 @@
 """Masked (bi)directional LSTMs over padded sequences (padding anywhere).
 
-`MaskedLSTM` runs flax `nn.RNN(nn.LSTMCell)` over the valid steps of each sequence only:
+`MaskedLSTM` runs flax `nn.RNN(nn.OptimizedLSTMCell)` (LSTMCell's math and parameters,
+gates computed in one matmul) over the valid steps of each sequence only:
 the valid steps are packed to the front (order kept), run with `seq_lengths` (the
 backward direction reverses only the valid part), and the outputs are scattered back to
 the original positions, zeros at padded steps. So a sequence's outputs do not depend on
@@ -60,11 +61,11 @@ class MaskedLSTM(nn.Module):
     for i in range(self.num_layers):
       if i > 0:
         packed = Dropout(self.dropout, deterministic=not train)(packed)
-      (_, h_f), y_f = nn.RNN(nn.LSTMCell(self.hidden, name=f"forward_{i}"),
+      (_, h_f), y_f = nn.RNN(nn.OptimizedLSTMCell(self.hidden, name=f"forward_{i}"),
                              return_carry=True)(packed, seq_lengths=lengths)
       outs, finals = [y_f], [h_f]
       if self.bidirectional:
-        (_, h_b), y_b = nn.RNN(nn.LSTMCell(self.hidden, name=f"backward_{i}"),
+        (_, h_b), y_b = nn.RNN(nn.OptimizedLSTMCell(self.hidden, name=f"backward_{i}"),
                                return_carry=True, reverse=True, keep_order=True)(
                                    packed, seq_lengths=lengths)
         outs.append(y_b); finals.append(h_b)

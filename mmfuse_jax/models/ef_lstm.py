@@ -20,8 +20,8 @@ Documented differences from MMSA's EF_LSTM: no input BatchNorm over time steps (
 pipeline standardises features with train statistics); the LSTM runs on the valid steps
 only (MMSA feeds zero padding through the LSTM).
 
-The helpers here (`pack_valid`, `align_modalities`, `MaskedLSTM`) are shared by TFN, LMF
-and MFN.
+The alignment helpers here (`align_modalities`, `reference_modality`) are shared by MFN;
+the LSTM is layers/recurrent.MaskedLSTM (unidirectional), also used by TFN.
 """
 
 from __future__ import annotations
@@ -31,25 +31,14 @@ import jax.numpy as jnp
 import ml_collections
 
 from mmfuse_jax.layers.dropout import Dropout
+from mmfuse_jax.layers.recurrent import MaskedLSTM, pack_valid
 from mmfuse_jax.layers.transformer import masked_mean
 from mmfuse_jax.models.base import DataInfo, ModelSpec, format_output, register_model
 
 
 # ----------------------------------------------------------------------------------------
-# Shared sequence helpers
+# Alignment helpers (shared with MFN)
 # ----------------------------------------------------------------------------------------
-def pack_valid(x: jnp.ndarray, mask: jnp.ndarray):
-  """(B, T, D), (B, T) -> (x_packed, lengths): the valid steps moved to the front in their
-  order, zeros after them; lengths (B,) int32."""
-  t = mask.shape[1]
-  steps = jnp.arange(t)
-  order = jnp.argsort(jnp.where(mask, steps, t + steps), axis=1)
-  packed_mask = jnp.take_along_axis(mask, order, axis=1)
-  xp = jnp.take_along_axis(x, order[..., None], axis=1)
-  xp = jnp.where(packed_mask[..., None], xp, 0.0)
-  return xp, mask.sum(1).astype(jnp.int32)
-
-
 def resample_weights(src_len: jnp.ndarray, dst_len: jnp.ndarray, t_src: int, t_dst: int):
   """(B, t_dst, t_src) area-resampling matrix from src_len to dst_len valid steps (both
   packed at the front): row k averages the source steps overlapping [k/n, (k+1)/n)."""
@@ -68,7 +57,7 @@ def align_modalities(features: dict, masks: dict, ref: str, grid: int):
 
   Returns ({m: (B, grid, D_m)}, (B, grid) bool mask with the valid steps at the front,
   (B,) int32 lengths)."""
-  packed = {m: pack_valid(features[m], masks[m]) for m in features}
+  packed = {m: pack_valid(features[m], masks[m])[:2] for m in features}
   lengths = {m: packed[m][1] for m in packed}
   n = lengths[ref]
   longest = jnp.max(jnp.stack(list(lengths.values())), axis=0)
@@ -84,30 +73,6 @@ def align_modalities(features: dict, masks: dict, ref: str, grid: int):
 
 def reference_modality(net, info: DataInfo) -> str:
   return net.align_to if net.align_to in info.modalities else info.modalities[0]
-
-
-class MaskedLSTM(nn.Module):
-  """A unidirectional LSTM over the valid steps of each sequence (padding anywhere).
-
-  Returns (outputs (B, T, H) with the valid steps packed at the front and zeros after,
-  final hidden state (B, H): the state after the last valid step, 0 if none)."""
-  hidden: int
-  num_layers: int = 1
-  dropout: float = 0.0  # between stacked layers (PyTorch nn.LSTM semantics)
-
-  @nn.compact
-  def __call__(self, x, mask, *, train: bool = False):
-    x, lengths = pack_valid(x, mask)
-    valid = jnp.arange(x.shape[1])[None, :] < lengths[:, None]
-    h_last = None
-    for i in range(self.num_layers):
-      if i > 0:
-        x = Dropout(self.dropout, deterministic=not train)(x)
-      cell = nn.OptimizedLSTMCell(self.hidden, name=f"lstm_{i}")
-      (c, h), y = nn.RNN(cell, return_carry=True)(x, seq_lengths=lengths)
-      x = jnp.where(valid[..., None], y, 0.0)
-      h_last = jnp.where((lengths > 0)[:, None], h, 0.0)
-    return x, h_last
 
 
 # ----------------------------------------------------------------------------------------
@@ -139,7 +104,8 @@ class EFLSTM(nn.Module):
     aligned, mask, _ = align_modalities(batch.features, batch.masks, ref,
                                         self.info.max_lengths[ref])
     x = jnp.concatenate([aligned[m] for m in mods], axis=-1)
-    _, h = MaskedLSTM(net.hidden, net.num_layers, net.dropout, name="lstm")(x, mask,
+    _, h = MaskedLSTM(net.hidden, bidirectional=False, num_layers=net.num_layers,
+                      dropout=net.dropout, name="lstm")(x, mask,
                                                                             train=train)
     h = Dropout(net.dropout, deterministic=not train)(h)
     fused = nn.relu(nn.Dense(net.hidden, name="fc")(h))

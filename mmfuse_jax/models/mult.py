@@ -33,6 +33,9 @@ def default_net() -> ml_collections.ConfigDict:
   c.out_dropout = 0.0
   c.proj_kernel = 1         # Conv1d kernel of the input projections
   c.causal = False          # public code: True (shifted future mask); paper: not specified
+  c.scan_layers = True      # one compiled layer body per stack (nn.scan; faster compiles);
+                            # False unrolls the layers (no per-layer residual copies, longer
+                            # compiles; a different parameter tree)
   return c
 
 
@@ -65,7 +68,8 @@ class MulTModel(nn.Module):
         h, details = TransformerEncoder(
             net.num_heads, net.num_layers, attn_dropout=self._attn_dropout(t),
             relu_dropout=net.relu_dropout, res_dropout=net.res_dropout,
-            embed_dropout=net.embed_dropout, causal=net.causal, name=f"cross_{s}_to_{t}")(
+            embed_dropout=net.embed_dropout, causal=net.causal,
+            scan_layers=net.get("scan_layers", True), name=f"cross_{s}_to_{t}")(
                 proj[t], batch.masks[t], proj[s], batch.masks[s], train=train)
         streams.append(h)
         aux["crossmodal"][f"{s}->{t}"] = details
@@ -86,7 +90,7 @@ def memory_last_step(net, h, mask, num_layers: int, name: str, train: bool):
   h, _ = TransformerEncoder(
       net.num_heads, num_layers, attn_dropout=net.attn_dropout, relu_dropout=net.relu_dropout,
       res_dropout=net.res_dropout, embed_dropout=net.embed_dropout, causal=net.causal,
-      name=name)(h, mask, train=train)
+      scan_layers=net.get("scan_layers", True), name=name)(h, mask, train=train)
   return last_valid(h, mask)
 
 

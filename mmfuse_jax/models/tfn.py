@@ -25,7 +25,8 @@ import ml_collections
 from mmfuse_jax.layers.dropout import Dropout
 from mmfuse_jax.layers.transformer import masked_mean
 from mmfuse_jax.models.base import DataInfo, ModelSpec, format_output, register_model
-from mmfuse_jax.models.ef_lstm import MaskedLSTM, mdm_net_fields
+from mmfuse_jax.layers.recurrent import MaskedLSTM
+from mmfuse_jax.models.ef_lstm import mdm_net_fields
 
 
 def default_net() -> ml_collections.ConfigDict:
@@ -65,7 +66,7 @@ class TextSubNet(nn.Module):
 
   @nn.compact
   def __call__(self, x, mask, *, train: bool = False):
-    _, h = MaskedLSTM(self.hidden, name="lstm")(x, mask, train=train)
+    _, h = MaskedLSTM(self.hidden, bidirectional=False, name="lstm")(x, mask, train=train)
     h = Dropout(self.dropout, deterministic=not train)(h)
     return nn.Dense(self.out, name="dense")(h)
 
