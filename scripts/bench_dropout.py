@@ -6,9 +6,10 @@
 Part 1 times dropout alone, forward and forward+backward, on (batch, heads, T_q, T_k)
 attention scores: flax.linen.Dropout (jax.random.bernoulli) against
 mmfuse_jax.layers.dropout.Dropout (the same masks, checked equal here). Part 2 (--model)
-times the model's train step at MOSI unaligned shapes (scripts/bench_train.py) twice in
-one process: once with the library's fused masks and once with `fused_bernoulli` replaced
-by jax.random.bernoulli, i.e. exactly the masks flax would draw. Prints medians and ratios;
+times the model's train step at MOSI unaligned shapes (--model_shapes) (scripts/bench_train.py) three times
+in one process: `flax` (masks from jax.random.bernoulli, stored for the backward pass, i.e.
+what flax.linen.Dropout does), `fused_saved` (fused masks, stored) and `fused_redrawn`
+(fused masks redrawn in the backward pass: the library's default). Prints medians and ratios;
 --json writes them.
 """
 
@@ -60,20 +61,36 @@ def bench_masks(shape, rate: float, repeats: int) -> dict:
   return row
 
 
-def bench_model(model: str, batch: int, steps: int, warmup: int, overrides: dict) -> dict:
+VARIANTS = {  # name -> (mask generator, dropout function)
+    "flax": ("jax.random.bernoulli", "dropout_saving_mask"),
+    "fused_saved": ("fused_bernoulli", "dropout_saving_mask"),
+    "fused_redrawn": ("fused_bernoulli", "dropout"),   # the library's default
+}
+
+
+def bench_model(model: str, batch: int, steps: int, warmup: int, overrides: dict,
+                shape: str = "mosi_unaligned") -> dict:
+  """The model's train step under each of VARIANTS, in one process (the library's
+  functions swapped for the run, restored after)."""
   import bench_train
-  fused = dropout_lib.fused_bernoulli
-  row = {"model": model, "batch": batch, "shape": "mosi_unaligned"}
+  originals = {"fused_bernoulli": dropout_lib.fused_bernoulli, "dropout": dropout_lib.dropout}
+  generators = {"jax.random.bernoulli": lambda key, p, shape: jax.random.bernoulli(key, p, shape),
+                "fused_bernoulli": originals["fused_bernoulli"]}
+  functions = {"dropout_saving_mask": dropout_lib.dropout_saving_mask,
+               "dropout": originals["dropout"]}
+  row = {"model": model, "batch": batch, "shape": shape}
   try:
-    for name in ("fused", "jax_random"):
-      dropout_lib.fused_bernoulli = (fused if name == "fused" else
-                                     (lambda key, p, shape: jax.random.bernoulli(key, p, shape)))
-      r = bench_train.bench(model, "mosi_unaligned", batch, steps, warmup, overrides)
+    for name, (gen, fn) in VARIANTS.items():
+      dropout_lib.fused_bernoulli = generators[gen]
+      dropout_lib.dropout = functions[fn]
+      r = bench_train.bench(model, shape, batch, steps, warmup, overrides)
       row[f"{name}_step_s"] = r["step_s_median"]
       row[f"{name}_compile_s"] = r["compile_s"]
   finally:
-    dropout_lib.fused_bernoulli = fused
-  row["step_speedup"] = row["jax_random_step_s"] / row["fused_step_s"]
+    dropout_lib.fused_bernoulli = originals["fused_bernoulli"]
+    dropout_lib.dropout = originals["dropout"]
+  for name in VARIANTS:
+    row[f"{name}_speedup_vs_flax"] = row["flax_step_s"] / row[f"{name}_step_s"]
   return row
 
 
@@ -84,6 +101,8 @@ def main(argv=None) -> dict:
   p.add_argument("--rate", type=float, default=0.1)
   p.add_argument("--repeats", type=int, default=5)
   p.add_argument("--model", default="", help="also time this model's train step both ways")
+  p.add_argument("--model_shapes", default="mosi_unaligned",
+                 help="bench_train.py shape set for --model")
   p.add_argument("--batch", type=int, default=8)
   p.add_argument("--steps", type=int, default=3)
   p.add_argument("--warmup", type=int, default=1)
@@ -101,12 +120,13 @@ def main(argv=None) -> dict:
           f"({r['grad_speedup']:.2f}x)  same masks: {r['masks_equal']}", flush=True)
   if args.model:
     overrides = dict(kv.split("=", 1) for kv in args.set)
-    r = bench_model(args.model, args.batch, args.steps, args.warmup, overrides)
+    r = bench_model(args.model, args.batch, args.steps, args.warmup, overrides,
+                    args.model_shapes)
     out["model"] = r
-    print(f"{args.model} train step, batch {args.batch}: jax.random.bernoulli masks "
-          f"{r['jax_random_step_s']:.3f} s, fused masks {r['fused_step_s']:.3f} s "
-          f"({r['step_speedup']:.2f}x); compile {r['jax_random_compile_s']:.1f} s / "
-          f"{r['fused_compile_s']:.1f} s", flush=True)
+    for name, (gen, fn) in VARIANTS.items():
+      print(f"{args.model} train step, batch {args.batch}, {name:13s} ({gen} + {fn}): "
+            f"{r[name + '_step_s']:.3f} s  ({r[name + '_speedup_vs_flax']:.2f}x flax)  "
+            f"compile {r[name + '_compile_s']:.1f} s", flush=True)
   if args.json:
     with open(args.json, "w") as f:
       json.dump(out, f, indent=2)

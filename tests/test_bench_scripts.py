@@ -170,3 +170,21 @@ def test_profile_step_tiny_mult(tmp_path, capsys):
   assert {"forward", "backward"} <= set(dict(groups["pass"]))
   assert any(m.startswith("MulTModel/") for m, _ in groups["module"])
   assert "by pass x kind" in capsys.readouterr().out
+
+
+def test_bench_dropout_tiny(tmp_path, capsys):
+  """Mask timing with an equality check, and a tiny model's step under the three dropout
+  variants, with the library's functions restored afterwards."""
+  from mmfuse_jax.layers import dropout as dropout_lib
+  before = (dropout_lib.fused_bernoulli, dropout_lib.dropout)
+  out = tmp_path / "dropout.json"
+  res = _load("bench_dropout").main(["--shapes=2,3,17", "--repeats=1", "--model=mult",
+                                     "--model_shapes=utterance", "--batch=2", "--steps=1",
+                                     "--warmup=0", "--set=num_devices=1", *TINY_MULT, f"--json={out}"])
+  assert (dropout_lib.fused_bernoulli, dropout_lib.dropout) == before
+  (mask,) = res["masks"]
+  assert mask["masks_equal"] and mask["forward_speedup"] > 0
+  for name in ("flax", "fused_saved", "fused_redrawn"):
+    assert res["model"][f"{name}_step_s"] > 0
+  assert json.loads(out.read_text())["model"]["model"] == "mult"
+  assert "fused_redrawn" in capsys.readouterr().out

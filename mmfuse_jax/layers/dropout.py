@@ -16,6 +16,7 @@ tested bit for bit; in any other configuration `Dropout` calls `jax.random.berno
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import flax.linen as nn
@@ -95,9 +96,41 @@ def fused_bernoulli(key, p: float, shape: Sequence[int]) -> jnp.ndarray:
   return uniform < np.float32(p)
 
 
+def _apply_mask(x, key, keep_prob: float, mask_shape: tuple):
+  mask = jnp.broadcast_to(fused_bernoulli(key, keep_prob, mask_shape), x.shape)
+  return lax.select(mask, x / keep_prob, jnp.zeros_like(x))
+
+
+def dropout_saving_mask(x, key, keep_prob: float, mask_shape: tuple):
+  """x * mask / keep_prob with the (broadcast) Bernoulli(keep_prob) mask of `key`; autodiff
+  stores the boolean mask for the backward pass (what flax.linen.Dropout does)."""
+  return _apply_mask(x, key, keep_prob, mask_shape)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def dropout(x, key, keep_prob: float, mask_shape: tuple):
+  """`dropout_saving_mask` whose backward pass redraws the mask from `key` instead of
+  storing it: the only residual is the key, so a layer scan (nn.scan) does not copy a
+  (layers, batch, heads, T_q, T_k) boolean stack, and memory drops by that much. Same
+  values and gradients. Reverse mode only (jax.jvp through it raises)."""
+  return _apply_mask(x, key, keep_prob, mask_shape)
+
+
+def _dropout_fwd(x, key, keep_prob, mask_shape):
+  return _apply_mask(x, key, keep_prob, mask_shape), key
+
+
+def _dropout_bwd(keep_prob, mask_shape, key, g):
+  return _apply_mask(g, key, keep_prob, mask_shape), None
+
+
+dropout.defvjp(_dropout_fwd, _dropout_bwd)
+
+
 class Dropout(nn.Module):
   """Inverted dropout, a drop-in for flax.linen.Dropout (same fields, same masks for the
-  same keys) whose mask is computed by `fused_bernoulli`."""
+  same keys) whose mask is computed by `fused_bernoulli` and redrawn in the backward pass
+  (`dropout`)."""
   rate: float
   broadcast_dims: Sequence[int] = ()
   deterministic: bool | None = None
@@ -110,14 +143,13 @@ class Dropout(nn.Module):
       return inputs
     if self.rate == 1.0:
       return jnp.zeros_like(inputs)
-    keep_prob = 1.0 - self.rate
     if rng is None:
       rng = self.make_rng(self.rng_collection)
     shape = list(inputs.shape)
     for dim in self.broadcast_dims:
       shape[dim] = 1
-    mask = jnp.broadcast_to(fused_bernoulli(rng, keep_prob, shape), inputs.shape)
-    return lax.select(mask, inputs / keep_prob, jnp.zeros_like(inputs))
+    return dropout(inputs, rng, 1.0 - self.rate, tuple(shape))
 
 
-__all__ = ["Dropout", "fused_bernoulli", "fused_random_bits", "threefry2x32", "flat_index"]
+__all__ = ["Dropout", "dropout", "dropout_saving_mask", "fused_bernoulli", "fused_random_bits",
+           "threefry2x32", "flat_index"]
