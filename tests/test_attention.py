@@ -74,3 +74,32 @@ def test_sinusoidal_positions():
   assert t.shape == (6, 8)
   np.testing.assert_allclose(t[0], [0, 0, 0, 0, 1, 1, 1, 1], atol=1e-6)
   np.testing.assert_allclose(t[3, 0], np.sin(3.0), atol=1e-6)
+
+
+@pytest.mark.parametrize("scan_layers", [True, False])
+def test_remat_attention_same_values_grads_and_params_less_memory(scan_layers):
+  """remat_attention recomputes the scores in the backward pass: same parameter tree,
+  same loss and gradients (same dropout masks) as storing them, with masks and dropout
+  on; with the layer scan, less XLA temp memory for the gradient (no per-layer stacks of
+  scores; unrolled, XLA's scheduler already frees them at this size)."""
+  from mmfuse_jax.layers.transformer import TransformerEncoder
+  x = jax.random.normal(jax.random.PRNGKey(0), (2, 40, 8))
+  kv = jax.random.normal(jax.random.PRNGKey(1), (2, 30, 8))
+  qm = jnp.ones((2, 40), bool).at[1, 25:].set(False)
+  km = jnp.ones((2, 30), bool).at[0, 21:].set(False)
+  mods = [TransformerEncoder(2, 3, attn_dropout=0.3, relu_dropout=0.2, res_dropout=0.1,
+                             embed_dropout=0.1, scan_layers=scan_layers, remat_attention=r)
+          for r in (False, True)]
+  params = mods[0].init(jax.random.PRNGKey(2), x, qm, kv, km)
+  assert (jax.tree_util.tree_structure(params)
+          == jax.tree_util.tree_structure(mods[1].init(jax.random.PRNGKey(2), x, qm, kv, km)))
+  loss = lambda m: jax.value_and_grad(lambda p: jnp.sum(m.apply(
+      p, x, qm, kv, km, train=True, rngs={"dropout": jax.random.PRNGKey(3)})[0] ** 2))
+  (v0, g0), (v1, g1) = [jax.jit(loss(m))(params) for m in mods]
+  np.testing.assert_allclose(float(v1), float(v0), rtol=1e-6)
+  jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5),
+                         g1, g0)
+  if scan_layers:
+    temp = [jax.jit(loss(m)).lower(params).compile().memory_analysis().temp_size_in_bytes
+            for m in mods]
+    assert temp[1] < temp[0], temp

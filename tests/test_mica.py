@@ -351,10 +351,17 @@ def test_scan_layers_equal_python_loop(tiny):
   ds, batch, variables, pred, aux = (tiny[k] for k in ("ds", "batch", "variables", "pred", "aux"))
   # Python layer loop with the same parameters gives the same outputs.
   loop_model = mica.MICAModel(_net(scan_layers=False), _info(ds))
-  p = dict(variables["params"])
-  stacked = p.pop("layers")
-  for i in range(2):
-    p[f"layer_{i}"] = jax.tree_util.tree_map(lambda a, i=i: a[i], stacked)
+  def unstack(tree):  # every scanned stack ("layers", leading layer axis) -> layer_i
+    out = {}
+    for name, sub in tree.items():
+      if name == "layers":
+        n = jax.tree_util.tree_leaves(sub)[0].shape[0]
+        out.update({f"layer_{i}": jax.tree_util.tree_map(lambda a, i=i: a[i], sub)
+                    for i in range(n)})
+      else:
+        out[name] = unstack(sub) if isinstance(sub, dict) else sub
+    return out
+  p = unstack(dict(variables["params"]))
   pred2, aux2 = jax.jit(lambda v, b: loop_model.apply(v, b))({"params": p}, batch)
   np.testing.assert_allclose(pred, pred2, rtol=1e-5, atol=1e-5)
   np.testing.assert_allclose(aux["crossmodal"]["text->vision"]["probs"],

@@ -50,7 +50,7 @@ class TransformerLayer(nn.Module):
   dtype: jnp.dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, x, x_kv=None, kv_mask=None, attn_mask=None, *, train: bool = False):
+  def __call__(self, x, x_kv=None, kv_mask=None, attn_mask=None, train: bool = False):
     ln = nn.LayerNorm(name="ln_attn")
     h = ln(x)
     kv = h if x_kv is None else ln(x_kv)
@@ -82,6 +82,7 @@ class TransformerEncoder(nn.Module):
   causal: bool = False
   positions: bool = True
   scan_layers: bool = True
+  remat_attention: bool = False
   dtype: jnp.dtype = jnp.float32
 
   def _embed(self, x, train):
@@ -104,23 +105,30 @@ class TransformerEncoder(nn.Module):
     layer_kwargs = dict(num_heads=self.num_heads, attn_dropout=self.attn_dropout,
                         relu_dropout=self.relu_dropout, res_dropout=self.res_dropout,
                         dtype=self.dtype)
+    layer_cls = TransformerLayer
+    if self.remat_attention:
+      # Backward pass recomputes everything but the outputs of batch-free matmuls (the Dense
+      # projections): the (B, H, T_q, T_k) scores, probabilities and dropout are redone
+      # from the saved q, k, v instead of being stored per layer.
+      layer_cls = nn.remat(TransformerLayer, static_argnums=(5,),
+                           policy=jax.checkpoint_policies.dots_with_no_batch_dims_saveable)
     if self.scan_layers:
       # One compiled layer body for the whole stack (much faster compiles); details are
       # stacked along a leading layer axis.
       def body(layer, carry, _):
-        out, det = layer(carry, x_kv, kv_mask, attn_mask, train=train)
+        out, det = layer(carry, x_kv, kv_mask, attn_mask, train)
         return out, det
       stack = nn.scan(body, variable_axes={"params": 0}, split_rngs={"params": True,
                                                                     "dropout": True},
                       length=self.num_layers)
-      x, stacked = stack(TransformerLayer(**layer_kwargs, name="layers"), x, None)
+      x, stacked = stack(layer_cls(**layer_kwargs, name="layers"), x, None)
       details = [jax.tree_util.tree_map(lambda a, i=i: a[i], stacked)
                  for i in range(self.num_layers)]
     else:
       details = []
       for i in range(self.num_layers):
-        x, det = TransformerLayer(**layer_kwargs, name=f"layer_{i}")(
-            x, x_kv, kv_mask, attn_mask, train=train)
+        x, det = layer_cls(**layer_kwargs, name=f"layer_{i}")(
+            x, x_kv, kv_mask, attn_mask, train)
         details.append(det)
     x = nn.LayerNorm(name="ln_out")(x)
     if q_mask is not None:

