@@ -76,8 +76,9 @@ def bench_epoch(exp, state, b, rng, steps: int, reps: int = 3) -> tuple[dict, ob
           "scan_speedup": scan_sps / loop_sps, "scan_compile_s": scan_compile_s}, state
 
 
-def bench(model: str, shape: str, batch: int, steps: int, warmup: int, overrides: dict,
-          torch_ref: str = "", torch_threads: int = 0, train_loop: str = "step") -> dict:
+def setup_step(model: str, shape: str, batch: int, overrides: dict):
+  """(config, dataset, experiment, initial state, one device batch, rng) for timing or
+  profiling `model`'s train step on synthetic data of `shape` (SHAPES)."""
   lengths, dims = SHAPES[shape]
   ds = make_synthetic(0, sizes={"train": batch, "valid": batch, "test": batch}, dims=dims,
                       lengths=lengths)
@@ -86,10 +87,15 @@ def bench(model: str, shape: str, batch: int, steps: int, warmup: int, overrides
   c.progress = False
   config_lib.apply_overrides(c, overrides)
   exp = build_experiment(c, ds)
-  split = ds.splits["train"]
-  b = shard_batch(make_batch(split, np.arange(batch), batch), exp.batch_sharding)
+  b = shard_batch(make_batch(ds.splits["train"], np.arange(batch), batch), exp.batch_sharding)
   rng = jax.random.PRNGKey(0)
-  state = exp.init_fn(rng, b)
+  return c, ds, exp, exp.init_fn(rng, b), b, rng
+
+
+def bench(model: str, shape: str, batch: int, steps: int, warmup: int, overrides: dict,
+          torch_ref: str = "", torch_threads: int = 0, train_loop: str = "step") -> dict:
+  lengths, dims = SHAPES[shape]
+  c, ds, exp, state, b, rng = setup_step(model, shape, batch, overrides)
   t0 = time.perf_counter()
   state, m = exp.train_step(state, b, rng)
   jax.block_until_ready(state)

@@ -96,15 +96,11 @@ def fused_bernoulli(key, p: float, shape: Sequence[int]) -> jnp.ndarray:
   return uniform < np.float32(p)
 
 
-def _apply_mask(x, key, keep_prob: float, mask_shape: tuple):
-  mask = jnp.broadcast_to(fused_bernoulli(key, keep_prob, mask_shape), x.shape)
-  return lax.select(mask, x / keep_prob, jnp.zeros_like(x))
-
-
 def dropout_saving_mask(x, key, keep_prob: float, mask_shape: tuple):
   """x * mask / keep_prob with the (broadcast) Bernoulli(keep_prob) mask of `key`; autodiff
   stores the boolean mask for the backward pass (what flax.linen.Dropout does)."""
-  return _apply_mask(x, key, keep_prob, mask_shape)
+  mask = jnp.broadcast_to(fused_bernoulli(key, keep_prob, mask_shape), x.shape)
+  return lax.select(mask, x / keep_prob, jnp.zeros_like(x))
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
@@ -113,15 +109,15 @@ def dropout(x, key, keep_prob: float, mask_shape: tuple):
   storing it: the only residual is the key, so a layer scan (nn.scan) does not copy a
   (layers, batch, heads, T_q, T_k) boolean stack, and memory drops by that much. Same
   values and gradients. Reverse mode only (jax.jvp through it raises)."""
-  return _apply_mask(x, key, keep_prob, mask_shape)
+  return dropout_saving_mask(x, key, keep_prob, mask_shape)
 
 
 def _dropout_fwd(x, key, keep_prob, mask_shape):
-  return _apply_mask(x, key, keep_prob, mask_shape), key
+  return dropout_saving_mask(x, key, keep_prob, mask_shape), key
 
 
 def _dropout_bwd(keep_prob, mask_shape, key, g):
-  return _apply_mask(g, key, keep_prob, mask_shape), None
+  return dropout_saving_mask(g, key, keep_prob, mask_shape), None
 
 
 dropout.defvjp(_dropout_fwd, _dropout_bwd)

@@ -105,8 +105,7 @@ class EFLSTM(nn.Module):
                                         self.info.max_lengths[ref])
     x = jnp.concatenate([aligned[m] for m in mods], axis=-1)
     _, h = MaskedLSTM(net.hidden, bidirectional=False, num_layers=net.num_layers,
-                      dropout=net.dropout, name="lstm")(x, mask,
-                                                                            train=train)
+                      dropout=net.dropout, name="lstm")(x, mask, train=train)
     h = Dropout(net.dropout, deterministic=not train)(h)
     fused = nn.relu(nn.Dense(net.hidden, name="fc")(h))
     out = nn.Dense(self.info.output_dim, name="out")(fused)
