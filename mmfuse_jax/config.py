@@ -24,6 +24,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.model = "mult"
   c.method = ""                  # empty: the model's default method
   c.dataset = "synthetic"
+  c.preset = ""                  # '' or 'synthetic': the model's setting for the built-in
+                                 # synthetic data applied on top of its paper defaults
   c.data_dir = ""
   c.seed = 0
   c.epochs = 12                  # the quick default; paper configs in configs/ set their own
@@ -84,18 +86,59 @@ def base_config() -> ml_collections.ConfigDict:
   return c
 
 
-def get_config(model: str = "mult", dataset: str = "synthetic") -> ml_collections.ConfigDict:
+# The built-in synthetic dataset for each kind of model input (ModelSpec.input_kind).
+SYNTHETIC_DATASETS = {"sequence": "synthetic", "utterance": "synthetic_utterance"}
+
+
+def default_dataset(model: str) -> str:
+  """The built-in synthetic dataset a model trains on when no dataset is named."""
+  from mmfuse_jax import models  # noqa: F401  (fills the registry)
+  from mmfuse_jax.registry import MODELS
+  return SYNTHETIC_DATASETS[MODELS.get(model).input_kind]
+
+
+def get_config(model: str = "mult", dataset: str | None = None, *, preset: bool = True
+               ) -> ml_collections.ConfigDict:
+  """The model's defaults: library defaults, then the model's net and update_config.
+
+  dataset None picks the model's built-in synthetic dataset (`default_dataset`). On a
+  built-in synthetic dataset the model's synthetic_setting is applied too (unless preset is
+  False) and config.preset says so.
+  """
   from mmfuse_jax import models  # noqa: F401  (fills the registry)
   from mmfuse_jax.registry import MODELS
   spec = MODELS.get(model)
   c = base_config()
   c.model = model
-  c.dataset = dataset
+  c.dataset = dataset or SYNTHETIC_DATASETS[spec.input_kind]
   c.net = spec.default_net()
   c.method = spec.method
   if spec.update_config is not None:
     spec.update_config(c)
+  if preset and spec.synthetic_setting is not None and c.dataset in SYNTHETIC_DATASETS.values():
+    spec.synthetic_setting(c)
+    c.preset = "synthetic"
   return c
+
+
+def changed_fields(old: ml_collections.ConfigDict, new: ml_collections.ConfigDict
+                   ) -> dict[str, tuple[Any, Any]]:
+  """Dotted field -> (old value, new value) for every field whose value differs."""
+  flat_old = {k: flat_value(old, k) for k in all_keys(old)}
+  out = {}
+  for k in all_keys(new):
+    value = flat_value(new, k)
+    if k not in flat_old or flat_old[k] != value:
+      out[k] = (flat_old.get(k), value)
+  return out
+
+
+def flat_value(config: ml_collections.ConfigDict, dotted: str) -> Any:
+  """The value of a dotted field ('net.d_model')."""
+  node = config
+  for part in dotted.split("."):
+    node = node[part]
+  return node
 
 
 def _parse_value(text: str, current: Any, key: str) -> Any:

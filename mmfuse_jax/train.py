@@ -1,7 +1,11 @@
 """python -m mmfuse_jax.train --model=NAME [--dataset=NAME] [--data_dir=PATH] [--workdir=DIR]
-[--epochs=N] [--seed=N | --seeds=1,2,3] [--batch_size=N] [--config=FILE] [--any.config.field=V]
+[--epochs=N] [--seed=N | --seeds=1,2,3] [--batch_size=N] [--config=FILE] [--preset=none]
+[--any.config.field=V]
 
-Trains on the built-in synthetic dataset unless --dataset/--data_dir name real files.
+Without --dataset a model trains on its built-in synthetic dataset ('synthetic' for sequence
+models, 'synthetic_utterance' for utterance-level models such as ARGF) with the model's
+synthetic preset (settings that learn that data in minutes on a CPU; --preset=none keeps the
+paper defaults). --dataset/--data_dir name real files.
 """
 
 from __future__ import annotations
@@ -12,22 +16,30 @@ import sys
 from mmfuse_jax.cli import parse_flags, run_main
 
 KNOWN = {"model": "mult", "dataset": None, "data_dir": None, "workdir": None, "epochs": None,
-         "seed": None, "seeds": None, "batch_size": None, "config": None, "help": None}
+         "seed": None, "seeds": None, "batch_size": None, "config": None, "preset": None,
+         "help": None}
 
 
-def usage() -> str:
+def usage(model: str = "mult") -> str:
   from mmfuse_jax import config as config_lib
   from mmfuse_jax import data, methods, models  # noqa: F401
   from mmfuse_jax.registry import DATASETS, METHODS, MODELS
   data._import_readers()
-  fields = config_lib.all_keys(config_lib.get_config("mult"))
-  return "\n".join([
-      __doc__.strip(), "",
-      f"models:   {', '.join(MODELS.names())}",
-      f"datasets: {', '.join(DATASETS.names())}",
-      f"methods:  {', '.join(METHODS.names())}",
-      "config fields (override with --field=value; net.* depends on the model):",
-      "  " + ", ".join(fields)])
+  config = config_lib.get_config(model)
+  groups: dict[str, list[str]] = {}
+  for key in config_lib.all_keys(config):
+    group = key.split(".")[0] if "." in key else "run"
+    groups.setdefault(group, []).append(
+        f"  --{key}={config_lib.flat_value(config, key)!s}")
+  lines = [__doc__.strip(), "",
+           f"models:   {', '.join(MODELS.names())}",
+           f"datasets: {', '.join(DATASETS.names())}",
+           f"methods:  {', '.join(METHODS.names())}", "",
+           f"config fields of --model={model} with their defaults on its default data "
+           f"({config.dataset}); override any with --field=value:"]
+  for group, keys in groups.items():
+    lines += ["", f"{group}:" if group != "net" else f"net ({model}):"] + keys
+  return "\n".join(lines)
 
 
 def build_config(flags: dict, overrides: dict):
@@ -37,8 +49,14 @@ def build_config(flags: dict, overrides: dict):
     if flags["model"] != KNOWN["model"] and flags["model"] != config.model:
       raise config_lib.ConfigError(f"--model={flags['model']} disagrees with the config file's "
                                    f"model {config.model!r}")
+    if flags["preset"] is not None:
+      raise config_lib.ConfigError("--preset applies to --model defaults, not to --config files")
   else:
-    config = config_lib.get_config(flags["model"], flags["dataset"] or "synthetic")
+    if flags["preset"] not in (None, "synthetic", "none"):
+      raise config_lib.ConfigError(f"--preset must be 'synthetic' (default on the built-in "
+                                   f"synthetic data) or 'none', got {flags['preset']!r}")
+    config = config_lib.get_config(flags["model"], flags["dataset"],
+                                   preset=flags["preset"] != "none")
   for key in ("dataset", "data_dir", "epochs", "seed", "batch_size"):
     if flags[key] is not None:
       overrides[key] = flags[key]
@@ -51,12 +69,34 @@ def default_workdir(config) -> str:
   return f"runs/{config.model}-{config.dataset}-seed{config.seed}"
 
 
+def describe_defaults(config, flags: dict) -> str:
+  """What a run without --dataset/--config trains on, and which preset changed what."""
+  from mmfuse_jax import config as config_lib
+  from mmfuse_jax.registry import MODELS
+  if flags["config"] or flags["dataset"]:
+    return ""
+  kind = MODELS.get(config.model).input_kind
+  lines = [f"data: {config.dataset}, the built-in synthetic data for {kind}-level models "
+           f"(no --dataset given; --dataset=NAME --data_dir=PATH trains on real files)"]
+  if config.preset:
+    paper = config_lib.get_config(config.model, config.dataset, preset=False)
+    changed = config_lib.changed_fields(paper, config)
+    changed.pop("preset", None)
+    lines.append(f"settings: {config.model}'s synthetic preset on top of its paper defaults "
+                 f"(--preset=none to keep those): " + ", ".join(
+                     f"{k}={new} (paper {old})" for k, (old, new) in changed.items()))
+  return "\n".join(lines)
+
+
 def _main(argv: list[str]) -> int:
   flags, overrides = parse_flags(argv, KNOWN)
   if flags["help"]:
-    print(usage())
+    print(usage(flags["model"]))
     return 0
   config = build_config(flags, overrides)
+  note = describe_defaults(config, flags)
+  if note:
+    print(note, flush=True)
   from mmfuse_jax.data import load_dataset
   from mmfuse_jax.training.loop import train_and_evaluate, train_seeds
   workdir = flags["workdir"] or default_workdir(config)
@@ -77,6 +117,10 @@ def format_results(results: dict, workdir: str) -> str:
            f"(by validation {results['select_metric']})"]
   for split in ("valid", "test"):
     lines.append(f"{split:5s}: " + "  ".join(f"{k}={v:.4f}" for k, v in results[split].items()))
+  if "baseline" in results:  # results.json of runs before the baseline was recorded lack it
+    base = results["baseline"]
+    lines.append(f"test of the {base['predictor']} (a constant prediction, for comparison): "
+                 + "  ".join(f"{k}={v:.4f}" for k, v in base["test"].items()))
   if results.get("train_steps_per_s"):
     lines.append(f"train steps/s: {results['train_steps_per_s']:.2f}  compile: "
                  f"{results['compile_s']:.1f}s  wall: {results['wall_time_s']:.1f}s")

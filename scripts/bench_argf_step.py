@@ -48,7 +48,7 @@ def main(argv=None) -> int:
                 extras={"position": (rng.integers(0, 10 ** 6, size=b) % lengths).astype(np.int32)})
   ds = Dataset("bench", {"train": split, "valid": split, "test": split}, task="classification",
                num_classes=2)
-  c = config_lib.get_config("argf", "synthetic")
+  c = config_lib.get_config("argf", "synthetic", preset=False)
   c.data.context = not args.no_ucln
   c.net.ucln = not args.no_ucln
   c.net.fusion = args.fusion

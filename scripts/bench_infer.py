@@ -50,7 +50,7 @@ def make_export(model: str, shape: str, out: str, overrides: dict | None = None)
   from mmfuse_jax.registry import MODELS
 
   lengths, dims = SHAPES[shape]
-  c = config_lib.get_config(model)
+  c = config_lib.get_config(model, preset=False)
   config_lib.apply_overrides(c, overrides or {})
   mods = tuple(lengths)
   info = DataInfo(mods, dict(dims), dict(lengths), "regression", None)

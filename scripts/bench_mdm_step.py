@@ -25,7 +25,7 @@ from mmfuse_jax.training.loop import build_experiment, init_state
 
 
 def bench(mdm: str, args, ds) -> dict:
-  c = config_lib.get_config(args.model, "synthetic")
+  c = config_lib.get_config(args.model, "synthetic", preset=False)
   c.num_devices = 1
   c.progress = False
   c.batch_size = args.batch

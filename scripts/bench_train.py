@@ -82,7 +82,7 @@ def setup_step(model: str, shape: str, batch: int, overrides: dict):
   lengths, dims = SHAPES[shape]
   ds = make_synthetic(0, sizes={"train": batch, "valid": batch, "test": batch}, dims=dims,
                       lengths=lengths)
-  c = config_lib.get_config(model)
+  c = config_lib.get_config(model, preset=False)
   c.batch_size = batch
   c.progress = False
   config_lib.apply_overrides(c, overrides)

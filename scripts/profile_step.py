@@ -206,7 +206,7 @@ def profile_torch(model: str, path: str, shape: str, batch: int, steps: int, ove
   import torch
   from mmfuse_jax.models.base import output_dim
   lengths, dims = SHAPES[shape]
-  c = config_lib.get_config(model)
+  c = config_lib.get_config(model, preset=False)
   c.batch_size = batch
   config_lib.apply_overrides(c, overrides)
   torch.set_num_threads(threads or len(os.sched_getaffinity(0)))

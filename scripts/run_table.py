@@ -101,7 +101,7 @@ def build_config(args, overrides: dict):
   if args.config:
     c = config_lib.load_config_file(args.config)
   else:
-    c = config_lib.get_config(args.model, args.dataset)
+    c = config_lib.get_config(args.model, args.dataset, preset=args.preset != "none")
   c.progress = False
   base = {}
   if args.data_dir:
@@ -123,6 +123,9 @@ def main(argv=None) -> int:
   p.add_argument("--variant", action="append", default=[], metavar="NAME:K=V;K=V")
   p.add_argument("--model", default=None)
   p.add_argument("--dataset", default="synthetic")
+  p.add_argument("--preset", choices=("synthetic", "none"), default="synthetic",
+                 help="on the built-in synthetic data: the model's synthetic preset "
+                      "(default, as `train` without flags) or 'none' (its paper settings)")
   p.add_argument("--data_dir", default=None)
   p.add_argument("--config", default=None, help="a config file instead of --model/--dataset")
   p.add_argument("--seeds", default="0,1,2")

@@ -21,8 +21,9 @@ def tiny_synthetic(seed: int = 0, n_train: int = 256, n_valid: int = 64, n_test:
 
 
 def tiny_config(model: str, **overrides):
-  """The model's defaults made small: one device, no progress bar, few epochs."""
-  c = config_lib.get_config(model)
+  """The model's paper defaults (no synthetic preset) made small: one device, no progress
+  bar, few epochs."""
+  c = config_lib.get_config(model, preset=False)
   c.num_devices = 1
   c.progress = False
   c.epochs = 2

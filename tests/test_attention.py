@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from mmfuse_jax.layers.attention import MultiHeadAttention, causal_mask, masked_softmax
-from mmfuse_jax.layers.transformer import last_valid, masked_mean, sinusoidal_positions
+from mmfuse_jax.layers.transformer import (AttentionPool, last_valid, masked_mean,
+                                           sinusoidal_positions)
 
 
 def _numpy_mha(params, xq, xkv, key_mask, heads, attn_mask=None):
@@ -103,3 +104,25 @@ def test_remat_attention_same_values_grads_and_params_less_memory(scan_layers):
     temp = [jax.jit(loss(m)).lower(params).compile().memory_analysis().temp_size_in_bytes
             for m in mods]
     assert temp[1] < temp[0], temp
+
+
+def test_attention_pool_matches_numpy_with_masks_under_jit_and_grad():
+  rng = np.random.default_rng(0)
+  x = rng.normal(size=(3, 5, 4)).astype(np.float32)
+  mask = np.array([[1, 1, 0, 1, 0], [0, 0, 0, 0, 0], [1, 1, 1, 1, 1]], bool)
+  pool = AttentionPool()
+  variables = pool.init(jax.random.PRNGKey(0), x, mask)
+  out = jax.jit(pool.apply)(variables, x, mask)
+  w, b = (np.asarray(variables["params"]["score"][k]) for k in ("kernel", "bias"))
+  expected = np.zeros((3, 4))
+  for i in range(3):
+    valid = np.nonzero(mask[i])[0]
+    if len(valid) == 0:
+      continue                                    # no valid step: zeros
+    s = x[i, valid] @ w[:, 0] + b[0]
+    a = np.exp(s - s.max()); a /= a.sum()
+    expected[i] = a @ x[i, valid]
+  np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-6)
+  # Padded steps get no weight and no gradient; gradients are finite for an empty row.
+  grad = jax.grad(lambda xx: pool.apply(variables, xx, mask).sum())(jnp.asarray(x))
+  assert np.all(np.asarray(grad)[~mask] == 0) and np.all(np.isfinite(grad))

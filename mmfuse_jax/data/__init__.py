@@ -13,19 +13,28 @@ import numpy as np
 from mmfuse_jax.data.core import (Batch, Dataset, IEMOCAP_EMOTIONS, MODALITIES, Split,
                                   lengths_to_mask, select_modalities, validate_dataset)
 from mmfuse_jax.data.pipeline import (iterate_batches, make_batch, shard_batch, standardize)
-from mmfuse_jax.data.synthetic import make_synthetic
+from mmfuse_jax.data.synthetic import make_synthetic, make_synthetic_utterances
 from mmfuse_jax.errors import DataError
 from mmfuse_jax.registry import DATASETS
 
 log = logging.getLogger(__name__)
 
 
+def _synthetic_sizes(config) -> dict[str, int]:
+  d = config.data
+  return {"train": d.synthetic_train, "valid": d.synthetic_valid, "test": d.synthetic_test}
+
+
 @DATASETS.register("synthetic")
 def _synthetic(config) -> Dataset:
-  d = config.data
-  return make_synthetic(d.synthetic_seed, sizes={"train": d.synthetic_train,
-                                                 "valid": d.synthetic_valid,
-                                                 "test": d.synthetic_test})
+  """Sequence-level synthetic data (the default of sequence models)."""
+  return make_synthetic(config.data.synthetic_seed, sizes=_synthetic_sizes(config))
+
+
+@DATASETS.register("synthetic_utterance")
+def _synthetic_utterance(config) -> Dataset:
+  """Utterance-level synthetic data grouped into videos (the default of utterance models)."""
+  return make_synthetic_utterances(config.data.synthetic_seed, sizes=_synthetic_sizes(config))
 
 
 def _import_readers() -> None:
@@ -79,5 +88,6 @@ def load_dataset(config, *, standardize_features: bool | None = None) -> tuple[D
 
 
 __all__ = ["Batch", "Dataset", "Split", "MODALITIES", "IEMOCAP_EMOTIONS", "load_dataset",
-           "iterate_batches", "make_batch", "shard_batch", "make_synthetic", "lengths_to_mask",
+           "iterate_batches", "make_batch", "shard_batch", "make_synthetic", "make_synthetic_utterances",
+           "lengths_to_mask",
            "binarize"]

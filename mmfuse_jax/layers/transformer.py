@@ -36,6 +36,20 @@ def masked_mean(x: jnp.ndarray, mask: jnp.ndarray) -> jnp.ndarray:
   return (x * w).sum(1) / jnp.maximum(w.sum(1), 1.0)
 
 
+class AttentionPool(nn.Module):
+  """(B, T, D), (B, T) -> (B, D): sum_t a_t x_t with a = softmax over the valid steps of a
+  learned linear score w.x_t + b (one learned query; 0 where no step is valid)."""
+
+  @nn.compact
+  def __call__(self, x: jnp.ndarray, mask: jnp.ndarray) -> jnp.ndarray:
+    mask = mask.astype(bool)
+    scores = nn.Dense(1, name="score")(x)[..., 0].astype(jnp.float32)
+    scores = jnp.where(mask, scores, -jnp.inf)
+    weights = jax.nn.softmax(jnp.where(mask.any(1, keepdims=True), scores, 0.0), axis=1)
+    weights = jnp.where(mask, weights, 0.0).astype(x.dtype)
+    return jnp.einsum("bt,btd->bd", weights, x)
+
+
 class TransformerLayer(nn.Module):
   """x <- x + Drop(MHA(LN(x), LN(x_kv))); x <- x + Drop(FF(LN(x))).
 

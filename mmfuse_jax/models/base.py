@@ -33,6 +33,13 @@ class ModelSpec:
   (prediction, aux). regularizer(aux, batch, config, rng) -> (scalar, metrics dict) is added
   to the task loss by the standard method. default_net() returns the model's hyper-parameters
   (config.net); update_config(config) may change other defaults (optimizer, epochs, method).
+
+  input_kind: the data the model is built for: 'sequence' (time steps per modality) or
+  'utterance' (one vector per utterance, utterances grouped into videos); it picks the
+  built-in synthetic dataset used when no data is named. synthetic_setting(config), applied
+  after update_config only on the built-in synthetic datasets, changes what the paper's
+  settings need changed to learn that data in a few minutes on a CPU (config.preset records
+  it; docs/results.md lists each model's).
   """
   name: str
   build: Callable[[ml_collections.ConfigDict, DataInfo], Any]
@@ -42,9 +49,17 @@ class ModelSpec:
   update_config: Callable[[ml_collections.ConfigDict], None] | None = None
   modalities: tuple[str, ...] = ("text", "audio", "vision")
   doc: str = ""
+  input_kind: str = "sequence"
+  synthetic_setting: Callable[[ml_collections.ConfigDict], None] | None = None
+
+
+INPUT_KINDS = ("sequence", "utterance")
 
 
 def register_model(spec: ModelSpec) -> ModelSpec:
+  if spec.input_kind not in INPUT_KINDS:
+    raise ValueError(f"model {spec.name!r}: input_kind must be one of {INPUT_KINDS}, got "
+                     f"{spec.input_kind!r}")
   return MODELS.register(spec.name)(spec)
 
 

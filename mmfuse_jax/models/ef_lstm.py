@@ -125,7 +125,17 @@ def update_config(config: ml_collections.ConfigDict) -> None:
   config.batch_size = 64
 
 
+def synthetic_setting(config: ml_collections.ConfigDict) -> None:
+  """The built-in synthetic data (docs/results.md). With the paper's settings EF-LSTM
+  memorises the 1200 noisy training sequences (train L1 0.17 against validation MAE 0.98
+  after 58 epochs at LR 3e-3) instead of learning which step carries the signal; with 8x
+  the training sequences (same test split) and LR 3e-3 it generalises within a few epochs."""
+  config.data.synthetic_train = 9600
+  config.epochs = 8
+  config.optim.lr = 3e-3
+
+
 SPEC = register_model(ModelSpec(
     name="ef_lstm", build=lambda net, info: EFLSTM(net, info), default_net=default_net,
-    method="mdm", update_config=update_config,
+    method="mdm", update_config=update_config, synthetic_setting=synthetic_setting,
     doc="Early-fusion LSTM (MDM paper baseline; MMSA EF_LSTM)"))

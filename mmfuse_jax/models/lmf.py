@@ -25,7 +25,7 @@ import ml_collections
 from mmfuse_jax.layers.dropout import Dropout
 from mmfuse_jax.models.base import DataInfo, ModelSpec, format_output, register_model
 from mmfuse_jax.models.ef_lstm import mdm_net_fields
-from mmfuse_jax.models.tfn import squash, unimodal_embeddings
+from mmfuse_jax.models.tfn import small_recurrent_setting, squash, unimodal_embeddings
 
 
 def default_net() -> ml_collections.ConfigDict:
@@ -41,6 +41,9 @@ def default_net() -> ml_collections.ConfigDict:
   c.dropout_vision = 0.3
   c.dropout_post = 0.5      # before the output layer (fusion_dim > 0)
   c.output_range = 0.0      # > 0: range * sigmoid(out) - range / 2 (public LMF code)
+  c.audio_vision_pool = "mean"  # audio/vision subnet input: 'mean' over steps (paper),
+                                # 'attention' (learned weights; the synthetic preset) or
+                                # 'lstm' (last LSTM state)
   return mdm_net_fields(c)
 
 
@@ -93,5 +96,5 @@ def update_config(config: ml_collections.ConfigDict) -> None:
 
 SPEC = register_model(ModelSpec(
     name="lmf", build=lambda net, info: LMF(net, info), default_net=default_net,
-    method="mdm", update_config=update_config,
+    method="mdm", update_config=update_config, synthetic_setting=small_recurrent_setting,
     doc="Low-rank Multimodal Fusion (Liu et al. 2018)"))

@@ -35,7 +35,7 @@ from mmfuse_jax.errors import ConfigError
 from mmfuse_jax.layers.attention import MultiHeadAttention
 from mmfuse_jax.layers.dropout import Dropout
 from mmfuse_jax.layers.recurrent import MaskedLSTM, pack_valid, unpack_valid
-from mmfuse_jax.layers.transformer import masked_mean
+from mmfuse_jax.layers.transformer import AttentionPool, masked_mean
 from mmfuse_jax.losses.vib import reparameterize, std_from_raw
 from mmfuse_jax.models.base import DataInfo, ModelSpec, format_output, register_model
 
@@ -51,6 +51,7 @@ def default_net() -> ml_collections.ConfigDict:
   # Unimodal encoders (Eq. 1-2).
   n.text_encoder = "features"   # 'features' (Dense projection) | 'transformer' (BERT-style)
   n.text_pool = "mean"          # features encoder: 'mean' over valid steps | 'first' (CLS)
+                                # | 'attention' (learned softmax weights over the steps)
   n.text_dim = 64               # X_t width (= transformer hidden size)
   n.text_layers = 2             # transformer encoder only
   n.text_heads = 4
@@ -246,8 +247,11 @@ class TextEncoder(nn.Module):
         pooled = masked_mean(seq, mask)
       elif n.text_pool == "first":
         pooled = first_valid(seq, mask)
+      elif n.text_pool == "attention":
+        pooled = AttentionPool(name="pool")(seq, mask)
       else:
-        raise ConfigError(f"net.text_pool must be 'mean' or 'first', got {n.text_pool!r}")
+        raise ConfigError(f"net.text_pool must be 'mean', 'first' or 'attention', got "
+                          f"{n.text_pool!r}")
       return seq, pooled
     if n.text_encoder == "transformer":
       seq = BertStyleEncoder(n.text_dim, n.text_layers, n.text_heads, n.text_vocab_size,

@@ -135,6 +135,20 @@ def update_config(config: ml_collections.ConfigDict) -> None:
   config.batch_size = 32
 
 
+def synthetic_setting(config: ml_collections.ConfigDict) -> None:
+  """The built-in synthetic data (docs/results.md): the paper-sized MFN memorises the 1200
+  noisy training sequences (train L1 0.19 against validation MAE 1.04 after 40 epochs), so
+  the preset uses widths of 32 (LSTMs 32 / 16 / 16, memory and gate networks 32), 8x the
+  training sequences (same test split), LR 3e-3 and 10 epochs."""
+  config.data.synthetic_train = 9600
+  config.epochs = 10
+  config.optim.lr = 3e-3
+  n = config.net
+  n.text_hidden, n.audio_hidden, n.vision_hidden = 32, 16, 16
+  n.mem = n.attn_hidden = n.mem_hidden = n.gamma_hidden = n.out_hidden = 32
+
+
 SPEC = register_model(ModelSpec(
     name="mfn", build=lambda net, info: MFN(net, info), default_net=default_net,
-    method="mdm", update_config=update_config, doc="Memory Fusion Network (Zadeh et al. 2018)"))
+    method="mdm", update_config=update_config, synthetic_setting=synthetic_setting,
+    doc="Memory Fusion Network (Zadeh et al. 2018)"))

@@ -222,7 +222,25 @@ def _update_config(config: ml_collections.ConfigDict) -> None:
   config.patience = 7
 
 
+def synthetic_setting(config: ml_collections.ConfigDict) -> None:
+  """The built-in synthetic data (docs/results.md, docs/methods/rerd.md): the paper's MOSI
+  setting (Table IX) barely moves off the label mean there within 5 epochs (validation
+  Corr <= 0.35; a constant at LR 3e-3), so the preset is a narrow RERD of the same structure:
+  latent 16, 2 heads, 2 distillation layers, width 8 per modality, one fusion layer of 2
+  heads, no dropout, lambda 0.1, Adam 1e-2 constant, batch 32, 12 epochs."""
+  config.epochs = 12
+  config.batch_size = 32
+  config.patience = 0
+  config.optim.lr = 1e-2
+  config.optim.schedule = "constant"
+  n = config.net
+  n.latent_dim, n.distill_heads, n.distill_layers, n.distill_ff = 16, 2, 2, 16
+  n.out_dim, n.fusion_heads, n.fusion_layers = 8, 2, 1
+  n.dropout = n.out_dropout = 0.0
+  n.msd_weight = 0.1
+
+
 SPEC = register_model(ModelSpec(
     name="rerd", build=build, default_net=default_net, regularizer=msd_regularizer,
-    update_config=_update_config,
+    update_config=_update_config, synthetic_setting=synthetic_setting,
     doc="Regularized Expressive Representation Distillation (Guo et al., IEEE TMM 2022)"))

@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from mmfuse_jax.layers.dropout import Dropout
-from mmfuse_jax.layers.transformer import masked_mean
+from mmfuse_jax.layers.transformer import AttentionPool, masked_mean
 from mmfuse_jax.models.base import DataInfo, ModelSpec, format_output, register_model
 from mmfuse_jax.layers.recurrent import MaskedLSTM
 from mmfuse_jax.models.ef_lstm import mdm_net_fields
@@ -41,17 +41,31 @@ def default_net() -> ml_collections.ConfigDict:
   c.dropout_vision = 0.15
   c.dropout_post = 0.15
   c.output_range = 0.0      # > 0: range * sigmoid(out) - range / 2 (public TFN code)
+  c.audio_vision_pool = "mean"  # audio/vision subnet input: 'mean' over steps (paper),
+                                # 'attention' (learned weights; the synthetic preset) or
+                                # 'lstm' (last LSTM state)
   return mdm_net_fields(c)
 
 
 class SubNet(nn.Module):
-  """Mean-pooled sequence -> Dropout -> 3 x (Dense -> ReLU) (TFN's audio/visual subnet)."""
+  """Pooled sequence -> Dropout -> 3 x (Dense -> ReLU) (TFN's audio/visual subnet).
+
+  pool 'mean': the mean over valid steps (the paper); 'attention': a learned softmax
+  weighting of the steps (layers/transformer.AttentionPool); 'lstm': the last state of an
+  LSTM of width `hidden`. The last two are for sequences whose information sits at a few
+  steps, which a mean dilutes."""
   hidden: int
   dropout: float
+  pool: str = "mean"
 
   @nn.compact
   def __call__(self, x, mask, *, train: bool = False):
-    h = masked_mean(x, mask)
+    if self.pool == "lstm":
+      _, h = MaskedLSTM(self.hidden, bidirectional=False, name="lstm")(x, mask, train=train)
+    elif self.pool == "attention":
+      h = AttentionPool(name="pool")(x, mask)
+    else:
+      h = masked_mean(x, mask)
     h = Dropout(self.dropout, deterministic=not train)(h)
     for i in range(3):
       h = nn.relu(nn.Dense(self.hidden, name=f"dense_{i}")(h))
@@ -80,8 +94,8 @@ def unimodal_embeddings(net, mods, batch, train):
       out[m] = TextSubNet(net.text_hidden, net.text_out, net.dropout_text,
                           name="text_subnet")(x, mask, train=train)
     else:
-      out[m] = SubNet(net[f"{m}_hidden"], net[f"dropout_{m}"], name=f"{m}_subnet")(
-          x, mask, train=train)
+      out[m] = SubNet(net[f"{m}_hidden"], net[f"dropout_{m}"], net.audio_vision_pool,
+                      name=f"{m}_subnet")(x, mask, train=train)
   return out
 
 
@@ -126,6 +140,30 @@ def update_config(config: ml_collections.ConfigDict) -> None:
   config.batch_size = 32
 
 
+def small_recurrent_setting(config: ml_collections.ConfigDict) -> None:
+  """What TFN and LMF need on the built-in synthetic data (docs/results.md): its audio and
+  vision signals sit at one marked step, which the paper's mean over time dilutes (pooling
+  over time barely beats the label mean there), so the subnetworks read a learned attention
+  pool; a small text LSTM (32, embedding 16) and 4x the training sequences (same test split),
+  because the paper-sized networks memorise the 1200 noisy training sequences (LMF: train
+  L1 0.50 against validation MAE 1.04); LR 3e-3, 20 epochs."""
+  config.data.synthetic_train = 4800
+  config.epochs = 20
+  config.optim.lr = 3e-3
+  config.net.audio_vision_pool = "attention"
+  config.net.text_hidden = 32
+  config.net.text_out = 16
+
+
+def synthetic_setting(config: ml_collections.ConfigDict) -> None:
+  """`small_recurrent_setting` with audio/vision subnetworks of 16 and a post-fusion width
+  of 32 (the paper's 32 / 128 make a 140k-wide tensor layer, slow on a CPU)."""
+  small_recurrent_setting(config)
+  config.net.audio_hidden = 16
+  config.net.vision_hidden = 16
+  config.net.post_fusion = 32
+
+
 SPEC = register_model(ModelSpec(
     name="tfn", build=lambda net, info: TFN(net, info), default_net=default_net,
-    method="mdm", update_config=update_config, doc="Tensor Fusion Network (Zadeh et al. 2017)"))
+    method="mdm", update_config=update_config, synthetic_setting=synthetic_setting, doc="Tensor Fusion Network (Zadeh et al. 2017)"))

@@ -473,12 +473,15 @@ def train_and_evaluate(config, workdir: str, *, dataset: Dataset | None = None,
   best_state, best_meta = best
   valid_final = evaluate_split(exp, best_state, valid_split)
   test_final = evaluate_split(exp, best_state, exp.dataset.splits["test"])
+  baseline_name, baseline_test = metrics_lib.constant_baseline(
+      exp.info.task, train_split.labels, exp.dataset.splits["test"].labels)
   steps = loop["train_steps_timed"]
   results = {
       "model": config.model, "dataset": config.dataset, "seed": config.seed,
       "selected_epoch": best_meta["epoch"], "select_metric": select_metric,
       "select_mode": select_mode, "epochs_run": loop["epoch"],
       "stopped_early": loop["stopped_early"], "valid": valid_final, "test": test_final,
+      "baseline": {"predictor": baseline_name, "test": baseline_test},
       "num_devices": exp.num_devices, "wall_time_s": time.perf_counter() - wall_start,
       "compile_s": loop["compile_s"], "train_loop": train_loop,
       "train_steps_per_s": steps / loop["train_time_s"] if loop["train_time_s"] > 0 else None,

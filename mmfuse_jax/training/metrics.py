@@ -122,6 +122,23 @@ def task_metrics(task: str, predictions, labels) -> dict[str, float]:
   raise ValueError(f"unknown task {task!r}")
 
 
+def constant_baseline(task: str, train_labels, labels) -> tuple[str, dict[str, float]]:
+  """(name, metrics) of the best constant predictor fitted on the train labels, scored on
+  `labels`: the train label mean for regression tasks, the majority class otherwise (per
+  emotion for IEMOCAP). A model that does not beat it has learned nothing."""
+  train_labels = np.asarray(train_labels); n = len(labels)
+  if task in ("regression", "sims"):
+    mean = float(np.mean(train_labels))
+    return "train label mean", task_metrics(task, np.full(n, mean), labels)
+  if task == "iemocap":
+    positive = np.asarray(train_labels).mean(0) >= 0.5              # (4,)
+    logits = np.broadcast_to(np.eye(2)[positive.astype(int)], (n, 4, 2))
+    return "majority class per emotion", task_metrics(task, logits, labels)
+  classes = np.bincount(train_labels.astype(int).reshape(-1))
+  logits = np.broadcast_to(np.eye(len(classes))[int(np.argmax(classes))], (n, len(classes)))
+  return "majority class", task_metrics(task, logits, labels)
+
+
 # Metric used for model selection and whether larger is better, per task.
 SELECTION_DEFAULTS = {"regression": ("mae", "min"), "sims": ("mae", "min"),
                       "iemocap": ("loss", "min"), "classification": ("loss", "min")}
