@@ -32,7 +32,7 @@ from mmfuse_jax.layers.dropout import Dropout
 from mmfuse_jax.layers.transformer import TransformerLayer, sinusoidal_positions
 from mmfuse_jax.losses.alignment import mica_alignment
 from mmfuse_jax.models.base import DataInfo, ModelSpec, format_output, register_model
-from mmfuse_jax.models.mult import memory_last_step, residual_head
+from mmfuse_jax.models.mult import crossmodal_attn_dropout, memory_last_step, residual_head
 
 
 def default_net() -> ml_collections.ConfigDict:
@@ -48,10 +48,11 @@ def default_net() -> ml_collections.ConfigDict:
   c.source = "layer"            # keys/values of block s->t at layer i: 'layer' Z_s^[i], 'input' Z_s^[0]
   c.causal = False
   c.scan_layers = True          # one compiled layer body (nn.scan) instead of a Python loop
-  # Dropouts: the paper is silent; MulT public-code values.
-  c.attn_dropout = 0.1          # target text
-  c.attn_dropout_audio = 0.0
-  c.attn_dropout_vision = 0.0
+  # Dropouts: the paper is silent; MulT public-code values. Attention dropout is keyed by
+  # the SOURCE (keys/values) of a crossmodal block, as in MulT's `get_network`.
+  c.attn_dropout = 0.1          # blocks whose keys/values are text; memory transformers
+  c.attn_dropout_audio = 0.0    # blocks whose keys/values are audio
+  c.attn_dropout_vision = 0.0   # blocks whose keys/values are vision
   c.relu_dropout = 0.1
   c.res_dropout = 0.1
   c.embed_dropout = 0.25
@@ -75,11 +76,6 @@ def default_net() -> ml_collections.ConfigDict:
   return c
 
 
-def _attn_dropout(net, target: str) -> float:
-  return {"audio": net.attn_dropout_audio,
-          "vision": net.attn_dropout_vision}.get(target, net.attn_dropout)
-
-
 class MICALayer(nn.Module):
   """One MICA layer: every crossmodal block s->t, then the merging gate per target."""
   net: ml_collections.ConfigDict
@@ -97,7 +93,7 @@ class MICALayer(nn.Module):
       for s in sources:
         kv = z[s] if net.source == "layer" else z0[s]
         attn_mask = causal_mask(z[t].shape[1], kv.shape[1]) if net.causal else None
-        h, det = TransformerLayer(net.num_heads, attn_dropout=_attn_dropout(net, t),
+        h, det = TransformerLayer(net.num_heads, attn_dropout=crossmodal_attn_dropout(net, s),
                                   relu_dropout=net.relu_dropout, res_dropout=net.res_dropout,
                                   name=f"cross_{s}_to_{t}")(
                                       z[t], kv, masks[s], attn_mask, train=train)
