@@ -111,8 +111,8 @@ def test_model_gradient_is_eq5_under_the_critic(model, mode):
   grads, m, _, _ = jax.jit(meth.model_gradient)(st, b, rng)
   np.testing.assert_allclose(m["loss"], loss, rtol=1e-5)
   np.testing.assert_allclose(m["task_loss"], task, rtol=1e-5)
-  leaves = lambda t: np.concatenate([np.ravel(x) for x in jax.tree_util.tree_leaves(t)])  # noqa: E731
-  got, want, flipped = leaves(grads), leaves(want), leaves(flipped)
+  got, want, flipped = (np.concatenate([np.ravel(x) for x in jax.tree_util.tree_leaves(t)])
+                        for t in (grads, want, flipped))
   scale = np.abs(want).max()
   np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5 * scale)
   # The penalty moves the gradient by far more than the tolerance, so + lambda would fail.
