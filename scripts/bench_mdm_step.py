@@ -34,7 +34,10 @@ def bench(mdm: str, args, ds) -> dict:
   c.net.mdm_input = args.input
   exp = build_experiment(c, ds)
   state = init_state(exp)
-  batch = make_batch(ds.splits["train"], np.arange(args.batch), args.batch)
+  rows = np.arange(args.batch)
+  # Algorithm 1: every critic update draws its own batch (the loop supplies the next ones).
+  batch = make_batch(ds.splits["train"], rows, args.batch,
+                     more_rows=[np.roll(rows, k + 1) for k in range(exp.method.extra_batches)])
   rng = jax.random.PRNGKey(0)
   t0 = time.perf_counter()
   state, m = exp.train_step(state, batch, rng)

@@ -87,7 +87,9 @@ def setup_step(model: str, shape: str, batch: int, overrides: dict):
   c.progress = False
   config_lib.apply_overrides(c, overrides)
   exp = build_experiment(c, ds)
-  b = shard_batch(make_batch(ds.splits["train"], np.arange(batch), batch), exp.batch_sharding)
+  rows = np.arange(batch)
+  more = [np.roll(rows, k + 1) for k in range(exp.method.extra_batches)]  # e.g. MDM's critic
+  b = shard_batch(make_batch(ds.splits["train"], rows, batch, more_rows=more), exp.batch_sharding)
   rng = jax.random.PRNGKey(0)
   return c, ds, exp, exp.init_fn(rng, b), b, rng
 

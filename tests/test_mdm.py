@@ -6,6 +6,7 @@ import os
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from mmfuse_jax.data.pipeline import make_batch
@@ -27,8 +28,11 @@ def _exp(mdm="kl", ds=None, **overrides):
   return build_experiment(c, ds), ds
 
 
-def _batch(ds, n=32, size=32):
-  return make_batch(ds.splits["train"], np.arange(n), size)
+def _batch(ds, n=32, size=32, more=0):
+  """Rows 0..n-1, with `more` further batches of other rows (batch.more) for the critic."""
+  total = len(ds.splits["train"])
+  rows = [(np.arange(n) + (i + 1) * n) % total for i in range(more)]
+  return make_batch(ds.splits["train"], np.arange(n), size, more_rows=rows)
 
 
 def test_state_layout_and_config_errors():
@@ -37,7 +41,9 @@ def test_state_layout_and_config_errors():
   assert set(st.opt_state) == {"model", "critic"}
   widths = [st.extras["critic"][f"dense_{i}"]["kernel"].shape[1] for i in range(5)]
   assert widths == list(dep.table4_widths(16))  # fused width of EF-LSTM = hidden 16
-  st2, m = exp.train_step(st, _batch(ds), jax.random.PRNGKey(0))
+  with pytest.raises(ValueError, match="further batches"):
+    exp.train_step(st, _batch(ds), jax.random.PRNGKey(0))  # no batch.more
+  st2, m = exp.train_step(st, _batch(ds, more=2), jax.random.PRNGKey(0))
   assert int(st2.step) == 1 and {"mdm_estimate", "mdm_critic_estimate", "task_loss"} <= set(m)
   with pytest.raises(ConfigError, match="net.mdm must be one of"):
     _exp("mi")
@@ -56,36 +62,97 @@ def test_none_is_exactly_the_standard_method():
     np.testing.assert_allclose(a, c, rtol=1e-6, atol=1e-7)
 
 
-def test_model_gradient_is_eq5_under_the_critic():
-  """With no critic update (unroll 0) and no dropout, the VJP-based step must give the
-  gradient of L_down - lambda * L_MDM computed directly (unimodal mode)."""
-  exp, ds = _exp("f", **{"net.mdm_unroll": 0, "net.mdm_input": "unimodal",
-                         "net.mdm_critic_dropout": 0.0, "net.mdm_lambda": 0.7,
-                         "net.mdm_critic_output": "linear"})
+LMF = {**{f"net.{k}": v for k, v in TINY_NET["lmf"].items()}, "model": "lmf"}
+
+
+@pytest.mark.parametrize("model,mode", [("ef_lstm", "fused"), ("lmf", "unimodal")])
+def test_model_gradient_is_eq5_under_the_critic(model, mode):
+  """With no critic update (unroll 0) and no dropout, the step's model gradient equals the
+  gradient of L_down - lambda * L_MDM computed directly, parameter by parameter. The critic
+  scores representations that depend on parameters (EF-LSTM's fused Dense+ReLU output; LMF's
+  unimodal subnetworks), and the penalty's gradient is large enough that the opposite sign
+  (+ lambda) is far outside the tolerance: a sign error in the gradient path fails."""
+  lam = 0.7
+  overrides = {"net.mdm_unroll": 0, "net.mdm_input": mode, "net.mdm_critic_dropout": 0.0,
+               "net.mdm_lambda": lam, "net.mdm_critic_output": "linear"}
+  if model == "lmf":
+    ds = tiny_synthetic(0, n_train=64, n_valid=32, n_test=32)
+    c = tiny_config("lmf", **{k: v for k, v in LMF.items() if k != "model"},
+                    **{"net.mdm": "f", **overrides})
+    exp = build_experiment(c, ds)
+  else:
+    exp, ds = _exp("f", **overrides)
   st = init_state(exp)
   b = _batch(ds, n=27)  # 5 filler rows
   rng = jax.random.PRNGKey(5)
   meth = exp.method
+  rngs = meth.step_rngs(rng, st.step)
+  mods = exp.info.modalities
+  crit = lambda z: meth.critic.apply({"params": st.extras["critic"]}, z)  # noqa: E731
 
-  def direct(params):
-    r = jax.random.fold_in(rng, st.step)
-    head_rng = jax.random.split(r, 5)[4]
-    marg_rng = jax.random.split(head_rng, 3)[1]
+  def direct(params, sign):
     (pred, aux), _ = meth.apply(params, st.model_state, b, train=True)
     task = weighted_mean(meth.task_loss_per_sample(pred, b), b.weights)
-    zj = jnp.concatenate([aux["unimodal"][m] for m in exp.info.modalities], -1)
-    parts = dep.shuffle_modalities(marg_rng, {m: aux["unimodal"][m]
-                                              for m in exp.info.modalities}, b.weights)
-    zm = jnp.concatenate([parts[m] for m in exp.info.modalities], -1)
-    crit = lambda z: meth.critic.apply({"params": st.extras["critic"]}, z)  # noqa: E731
-    return task - 0.7 * dep.f_bound(crit(zj), crit(zm), b.weights), task
+    if mode == "fused":   # Fig. 3: the fused representation of the batch and its negatives
+      zj = aux["fused"]
+      (_, neg), _ = meth.apply(params, st.model_state,
+                               meth.negative_batch(rngs["negatives"], b), train=True)
+      zm = neg["fused"]
+    else:
+      zj = jnp.concatenate([aux["unimodal"][m] for m in mods], -1)
+      parts = dep.shuffle_modalities(rngs["marginals"], {m: aux["unimodal"][m] for m in mods},
+                                     b.weights)
+      zm = jnp.concatenate([parts[m] for m in mods], -1)
+    return task - sign * lam * dep.f_bound(crit(zj), crit(zm), b.weights), task
 
-  (loss, task), grads = jax.jit(jax.value_and_grad(direct, has_aux=True))(st.params)
-  _, m = exp.train_step(st, b, rng)
+  fn = jax.jit(jax.value_and_grad(direct, has_aux=True), static_argnums=1)
+  (loss, task), want = fn(st.params, 1.0)
+  _, flipped = fn(st.params, -1.0)
+  grads, m, _, _ = jax.jit(meth.model_gradient)(st, b, rng)
   np.testing.assert_allclose(m["loss"], loss, rtol=1e-5)
   np.testing.assert_allclose(m["task_loss"], task, rtol=1e-5)
-  np.testing.assert_allclose(m["grad_norm"], float(jnp.sqrt(sum(
-      (g ** 2).sum() for g in jax.tree_util.tree_leaves(grads)))), rtol=1e-4)
+  got, want, flipped = (np.concatenate([np.ravel(x) for x in jax.tree_util.tree_leaves(t)])
+                        for t in (grads, want, flipped))
+  scale = np.abs(want).max()
+  np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5 * scale)
+  # The penalty moves the gradient by far more than the tolerance, so + lambda would fail.
+  assert np.abs(want - flipped).max() > 1e-2 * scale
+
+
+def test_each_critic_update_draws_a_fresh_batch_and_fresh_negatives():
+  """Algorithm 1: update i of the unroll uses the i-th further batch (and its own negative
+  permutation). Replaying the updates on batches built independently from the same rows
+  gives the step's critic; replaying them on the step's own batch does not."""
+  k = 3
+  exp, ds = _exp("kl", **{"net.mdm_unroll": k, "net.mdm_critic_dropout": 0.0})
+  meth = exp.method
+  st = init_state(exp)
+  b = _batch(ds, n=30, more=k)   # 2 filler rows in every batch
+  rng = jax.random.PRNGKey(2)
+  _, _, _, (cparams, _, _) = jax.jit(meth.model_gradient)(st, b, rng)
+  rngs = meth.step_rngs(rng, st.step)
+  split = ds.splits["train"]
+
+  @jax.jit
+  def replay(batches):
+    c, o = st.extras["critic"], st.opt_state["critic"]
+    ma = (st.extras["ma"], st.extras["ma_count"])
+    for i, bi in enumerate(batches):
+      in_rng, loss_rng = jax.random.split(jax.random.fold_in(rngs["critic"], i))
+      zj, zm = meth.critic_inputs(st.params, st.model_state, bi, in_rng)
+      g, (_, ma) = jax.grad(meth.critic_loss, has_aux=True)(c, zj, zm, bi.weights, ma, loss_rng)
+      u, o = meth.critic_tx.update(g, o, c)
+      c = optax.apply_updates(c, u)
+    return c
+
+  fresh = [make_batch(split, (np.arange(30) + (i + 1) * 30) % 64, 32) for i in range(k)]
+  for i, bi in enumerate(fresh):
+    np.testing.assert_array_equal(np.asarray(b.more.index)[:, i], bi.index)
+  # Each AdamW update moves a parameter by about the learning rate (1e-3 here).
+  close = lambda a, c: all(np.allclose(x, y, rtol=0, atol=2e-5) for x, y in zip(  # noqa: E731
+      jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(c)))
+  assert close(replay(fresh), cparams)
+  assert not close(replay([b.replace(more=None)] * k), cparams)   # the old, repeated batch
 
 
 def test_critic_unroll_learns_dependence():
@@ -101,7 +168,7 @@ def test_critic_unroll_learns_dependence():
                                 "net.mdm_critic_output": "linear", "optim.lr": 1e-6,
                                 "net.mdm_ma_rate": 0.05})  # with MINE's correction
   st = init_state(exp)
-  b = _batch(ds)
+  b = _batch(ds, more=10)
   ests = []
   for i in range(8):
     st, m = exp.train_step(st, b, jax.random.PRNGKey(i))

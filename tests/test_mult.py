@@ -1,5 +1,8 @@
 """MulT: shapes per task, padding invariance, causal switch, jit and grad."""
 
+import re
+
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -7,6 +10,7 @@ import pytest
 
 from mmfuse_jax import config as config_lib
 from mmfuse_jax.data import make_batch
+from mmfuse_jax.layers.attention import MultiHeadAttention
 from mmfuse_jax.models.base import DataInfo
 from mmfuse_jax.registry import MODELS
 from tests.helpers import tiny_synthetic
@@ -72,3 +76,45 @@ def test_grads_finite_and_dropout_keyed(built):
   assert sum(float(jnp.abs(x).sum()) for x in leaves) > 0
   assert float(l3) == float(l3b)      # same key, same dropout mask
   assert float(l3) != float(l4)       # another key, another mask
+
+
+# MulT's public code (src/models.py, get_network(self_type)): self_type = target + source,
+# and the attention-dropout rate of each crossmodal stack. Written out from that code, not
+# derived from ours: 'la' (text attends to audio) uses attn_dropout_a, and so on; the
+# memory stacks ('l_mem', 'a_mem', 'v_mem') all use attn_dropout.
+OFFICIAL_ATTN_DROPOUT = {"la": "attn_dropout_a", "lv": "attn_dropout_v",
+                         "al": "attn_dropout", "av": "attn_dropout_v",
+                         "vl": "attn_dropout", "va": "attn_dropout_a",
+                         "l_mem": "attn_dropout", "a_mem": "attn_dropout",
+                         "v_mem": "attn_dropout"}
+
+
+@pytest.mark.parametrize("name", ["mult", "mica"])
+def test_attention_dropout_is_keyed_by_the_source_as_in_the_public_code(name):
+  """Every MultiHeadAttention's dropout rate, collected while the model is traced, equals
+  the public code's rate for its block: six crossmodal directions and three memories."""
+  rates = {"attn_dropout": 0.11, "attn_dropout_a": 0.22, "attn_dropout_v": 0.33}
+  c = config_lib.get_config(name)
+  c.net.update(dict(d_model=8, num_heads=2, num_layers=1, attn_dropout=0.11,
+                    attn_dropout_audio=0.22, attn_dropout_vision=0.33))
+  ds = tiny_synthetic(0, n_train=8, n_valid=4, n_test=4)
+  info = DataInfo(ds.modalities, ds.feature_dims, ds.max_lengths, "regression")
+  batch = make_batch(ds.splits["train"], np.arange(6), 6)
+  model = MODELS.get(name).build(c.net, info)
+  short = {"text": "l", "audio": "a", "vision": "v"}
+  seen = {}
+
+  def record(next_fun, args, kwargs, context):
+    if isinstance(context.module, MultiHeadAttention):
+      # the block is the scope path's first part ('layers' of MICA: the second)
+      block = next(p for p in context.module.scope.path
+                   if re.fullmatch(r"cross_\w+_to_\w+|memory_\w+", p))
+      parts = block.split("_")
+      key = (short[parts[3]] + short[parts[1]] if parts[0] == "cross"
+             else short[parts[1]] + "_mem")
+      seen.setdefault(key, set()).add(context.module.dropout)
+    return next_fun(*args, **kwargs)
+
+  with nn.intercept_methods(record):
+    jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), batch, train=True))
+  assert seen == {k: {rates[v]} for k, v in OFFICIAL_ATTN_DROPOUT.items()}

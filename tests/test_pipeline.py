@@ -44,6 +44,29 @@ def test_seeded_shuffle_and_filler_rows():
   assert not last.masks["text"][2:].any()  # filler rows are fully masked
 
 
+def test_extra_batches_are_the_next_batches_of_the_epoch():
+  """extra_batches = K: batch j carries batches j+1..j+K of the same epoch (cyclically), at
+  full length with the batch axis first, identical to the batches themselves."""
+  ds = tiny_synthetic(0, n_train=10, n_valid=4, n_test=4)
+  split = ds.splits["train"]
+  kw = dict(shuffle=True, seed=3, epoch=2, num_buckets=2)
+  plain = list(iterate_batches(split, 4, **kw))
+  batches = list(iterate_batches(split, 4, extra_batches=4, **kw))
+  full = [make_batch(split, r, 4) for r in batch_orders(10, 4, shuffle=True, seed=3, epoch=2,
+                                                        drop_last=False)]
+  assert len(batches) == 3 and all(b.more is None for b in plain)
+  for j, b in enumerate(batches):
+    np.testing.assert_array_equal(b.index, plain[j].index)   # the batch itself is unchanged
+    assert b.more.weights.shape == (4, 4)
+    for k in range(4):
+      nxt = full[(j + 1 + k) % 3]
+      np.testing.assert_array_equal(b.more.index[:, k], nxt.index)
+      np.testing.assert_array_equal(b.more.weights[:, k], nxt.weights)
+      for m in split.features:
+        np.testing.assert_array_equal(b.more.features[m][:, k], nxt.features[m])
+        np.testing.assert_array_equal(b.more.masks[m][:, k], nxt.masks[m])
+
+
 def test_buckets_bound_the_number_of_shapes():
   assert [bucket_length(n, 40, 4) for n in (1, 10, 11, 31, 40)] == [10, 10, 20, 40, 40]
   assert bucket_length(3, 40, 1) == 40

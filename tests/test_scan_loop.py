@@ -130,6 +130,24 @@ def test_scan_with_method_state_mdm(tmp_path, monkeypatch):
   scan = _run(tmp_path, monkeypatch, "ef_lstm", ds, "scan", **kw)
   assert "mdm_critic_estimate" in scan[1][0]["train"]
   _assert_same(step[:3], scan[:3], rtol=1e-4, atol=1e-5)
+  # Each step also receives the next mdm_unroll batches of its epoch (critic updates); they
+  # depend only on (seed, epoch), so a run resumed after epoch 1 is the same run.
+  calls = []
+
+  def crash_after_one(self, step, state, meta):
+    _SAVE_LATEST(self, step, state, meta)
+    calls.append(step)
+    if len(calls) == 1:
+      raise KeyboardInterrupt("simulated kill")
+
+  monkeypatch.setattr(checkpoint_lib.Checkpoints, "save_latest", crash_after_one)
+  c = tiny_config("ef_lstm", train_loop="scan", **kw)
+  work = str(tmp_path / "resumed")
+  with pytest.raises(KeyboardInterrupt):
+    train_and_evaluate(c, work, dataset=ds)
+  resumed = train_and_evaluate(c, work, dataset=ds)
+  for k, v in scan[0]["test"].items():
+    assert resumed["test"][k] == pytest.approx(v, rel=1e-6, abs=1e-7), k
 
 
 def test_scan_falls_back_to_steps_over_the_memory_budget(caplog):

@@ -17,5 +17,7 @@ def get_config():
   c.net.proj_kernel_text = 3
   c.net.proj_kernel_vision = 3
   c.net.proj_kernel_audio = 3
+  c.net.pe_distance = "squared"  # Eq. 2 as printed: squared distances of raw q, k,
+  c.net.pe_normalize = "sum"     # summed over the selected pairs
   c.net.num_layers = 6
   return c

@@ -18,6 +18,8 @@ def get_config():
   c.net.num_layers = 1
   c.net.memory_layers = 1
   c.net.mmd_max_elements = 128
+  c.net.pe_distance = "cosine"   # the scale-free L_e of configs/mica/synthetic.py
+  c.net.pe_normalize = "mean"
   for k in ("attn_dropout", "relu_dropout", "res_dropout", "embed_dropout"):
     c.net[k] = 0.0
   return c

@@ -31,6 +31,10 @@ class Batch:
   index: (B,) int32 row of each sample in its split (-1 for filler): ids, generated labels.
   extras: name -> (B, ...) per-sample arrays a reader adds (e.g. 'position' of an utterance
   in its video context, unimodal labels); {} when none.
+  more: None, or K further batches for a train step that needs fresh data in an inner loop
+  (MDM's critic updates, Algorithm 1), as one Batch whose arrays are stacked on axis 1:
+  (B, K, ...), so the batch axis stays first and is sharded like the rest
+  (`Method.extra_batches`, `pipeline.make_batch(..., more_rows=...)`).
   """
   features: dict[str, Any]
   masks: dict[str, Any]
@@ -38,6 +42,7 @@ class Batch:
   weights: Any
   index: Any
   extras: dict[str, Any] = flax.struct.field(default_factory=dict)
+  more: Any = None
 
   @property
   def modalities(self) -> tuple[str, ...]:

@@ -74,12 +74,23 @@ def batch_orders(n: int, batch_size: int, *, shuffle: bool, seed: int, epoch: in
   return batches
 
 
-def make_batch(split: Split, rows: np.ndarray, batch_size: int, num_buckets: int = 1) -> Batch:
+def make_batch(split: Split, rows: np.ndarray, batch_size: int, num_buckets: int = 1,
+               more_rows=()) -> Batch:
   """Gathers rows into a host Batch padded to `batch_size` rows with zero-weight filler.
 
   With num_buckets > 1 each modality's time axis is cut to the smallest bucket that holds
   every valid step of the batch, so a model compiles at most num_buckets shapes per modality.
+  more_rows: the rows of K further batches, carried in `Batch.more` with their arrays
+  stacked on axis 1 ((B, K, ...); full length, so their shape does not depend on the data).
   """
+  batch = _gather(split, rows, batch_size, num_buckets)
+  if len(more_rows):
+    more = [_gather(split, np.asarray(r), batch_size, 1) for r in more_rows]
+    batch = batch.replace(more=jax.tree_util.tree_map(lambda *xs: np.stack(xs, axis=1), *more))
+  return batch
+
+
+def _gather(split: Split, rows: np.ndarray, batch_size: int, num_buckets: int) -> Batch:
   n = len(rows)
   pad = batch_size - n
   rows_p = np.concatenate([rows, np.repeat(rows[:1], pad)]) if pad > 0 else rows
@@ -106,12 +117,19 @@ def make_batch(split: Split, rows: np.ndarray, batch_size: int, num_buckets: int
 
 
 def iterate_batches(split: Split, batch_size: int, *, shuffle: bool = False, seed: int = 0,
-                    epoch: int = 0, drop_last: bool = False, num_buckets: int = 1
-                    ) -> Iterator[Batch]:
-  """Host batches of exactly `batch_size` rows (filler rows carry weight 0)."""
-  for rows in batch_orders(len(split), batch_size, shuffle=shuffle, seed=seed, epoch=epoch,
-                           drop_last=drop_last):
-    yield make_batch(split, rows, batch_size, num_buckets)
+                    epoch: int = 0, drop_last: bool = False, num_buckets: int = 1,
+                    extra_batches: int = 0) -> Iterator[Batch]:
+  """Host batches of exactly `batch_size` rows (filler rows carry weight 0).
+
+  extra_batches = K > 0: batch j also carries (in `Batch.more`) the K batches that follow
+  it in this epoch's order, cyclically (j+1, ..., j+K modulo the number of batches), so
+  an inner loop sees fresh rows at every iteration; like the order itself they depend only
+  on (seed, epoch)."""
+  orders = batch_orders(len(split), batch_size, shuffle=shuffle, seed=seed, epoch=epoch,
+                        drop_last=drop_last)
+  for j, rows in enumerate(orders):
+    more = [orders[(j + 1 + k) % len(orders)] for k in range(extra_batches)]
+    yield make_batch(split, rows, batch_size, num_buckets, more_rows=more)
 
 
 def shard_batch(batch: Batch, sharding: NamedSharding) -> Batch:

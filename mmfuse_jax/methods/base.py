@@ -111,6 +111,13 @@ class Method:
     (pred, aux), _ = self.apply(state.params, state.model_state, batch, train=False)
     return pred, self.task_loss_per_sample(pred, batch), aux
 
+  @property
+  def extra_batches(self) -> int:
+    """K > 0: every training batch must carry K further batches in `batch.more` (the loop
+    supplies the next K batches of the epoch, `pipeline.iterate_batches(extra_batches=K)`);
+    MDM's critic updates each draw one (Algorithm 1)."""
+    return 0
+
   def set_train_split(self, split) -> None:
     """Called by the loop before init_state: methods with per-sample state (MCER's
     generated labels) size it from the train split. Records the train labels."""

@@ -21,6 +21,10 @@ trained on generated labels ("updated from epoch 2 on").
 
 Loss (Eq. 33): L = L_m-task + sum_s W_s L_s-task + sum_c W_c L_c-task + alpha L_m
 + beta L_avl + gamma L_dc + eta L_MI, W = tanh(|y_gen - y_m|) per sample (Eq. 32).
+Eq. 26 / 29 print a beta inside L_m and L_avl as well. `net.kl_weighting='once'` (default)
+applies Table III's alpha, beta once, as the Eq. 33 weights: L_m = KL_m, L_avl = sum_s KL_s.
+'literal' keeps the printed beta (`net.ib_beta`) inside too, so the KL terms weigh
+alpha * ib_beta and beta * ib_beta (beta^2 = 1e-6 on MOSI).
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ from mmfuse_jax.registry import METHODS
 from mmfuse_jax.training.optim import make_optimizer, scale_updates
 
 ENCODER_GROUPS = {"text_encoder": "text", "audio_encoder": "audio", "vision_encoder": "vision"}
+KL_WEIGHTINGS = ("once", "literal")
 
 
 def param_groups(params) -> dict:
@@ -60,6 +65,13 @@ class MCERMethod(Method):
       raise ConfigError(f"method 'mcer' needs regression labels, got task {info.task!r}")
     self.net = config.net
     self.tasks, self.heads = active_tasks(config.net)
+    # Configs saved before the switch existed used the literal reading.
+    weighting = config.net.get("kl_weighting", "literal")
+    if weighting not in KL_WEIGHTINGS:
+      raise ConfigError(f"net.kl_weighting must be one of {', '.join(KL_WEIGHTINGS)}, got "
+                        f"{weighting!r}")
+    # The factor inside Eq. 26 / 29: 1 when alpha, beta weigh the KL terms once (Eq. 33).
+    self.kl_factor = config.net.ib_beta if weighting == "literal" else 1.0
     optim = config.optim
     lrs = {"text": config.net.lr_text, "audio": config.net.lr_audio,
            "vision": config.net.lr_vision, "other": 0.0}
@@ -120,18 +132,19 @@ class MCERMethod(Method):
     return jnp.where(valid, batch.index, 0), valid
 
   def losses(self, pred, aux, batch, gen):
-    """Every term of Eq. 33 as a dict of scalars (weights not applied)."""
+    """Every term of Eq. 33 as a dict of scalars (Eq. 33's weights not applied; 'kl_m' and
+    'kl_avl' are L_m and L_avl, which hold net.ib_beta only under kl_weighting='literal')."""
     n = self.net
     w = batch.weights
     y_m = batch.labels.astype(jnp.float32)
     out = {"m_task": vib.l1_task_loss(pred, y_m, w),                          # Eq. 24-25
-           "kl_m": n.ib_beta * vib.weighted_kl(*aux["vib"]["m"], w)}          # Eq. 26
+           "kl_m": self.kl_factor * vib.weighted_kl(*aux["vib"]["m"], w)}     # Eq. 26
     zero = jnp.zeros((), jnp.float32)
     if "s" in self.tasks:
       out["s_task"] = sum(vib.l1_task_loss(aux["pred_s"][s], gen[s], w,       # Eq. 28, 32
                                            lg.loss_weights(gen[s], y_m)) for s in "tav")
-      out["kl_avl"] = n.ib_beta * sum(vib.weighted_kl(*aux["vib"][s], w)      # Eq. 29
-                                      for s in "tav")
+      out["kl_avl"] = self.kl_factor * sum(vib.weighted_kl(*aux["vib"][s], w)  # Eq. 29
+                                           for s in "tav")
     else:
       out["s_task"], out["kl_avl"] = zero, zero
     if self.heads:

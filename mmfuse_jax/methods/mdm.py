@@ -4,13 +4,15 @@ Eq. 5:  L = L_down - lambda * L_MDM, where L_MDM is one of the bounds of Th. 1
 (losses/dependency.py: 'kl' Eq. 6, 'f' Eq. 7, 'w' Eq. 8) evaluated by a statistic network
 T_theta (Table 4). Algorithm 1 inside one jit-compiled `train_step`:
 
-  1. one forward pass of the model on the batch (and, with net.mdm_input='fused', on the
-     negative batch whose modalities were permuted independently), kept as a VJP;
-  2. `net.mdm_unroll` critic updates (lax.fori_loop; AdamW, App. A.1.2) maximising the
-     bound on the stop-gradient representations (a fresh negative permutation per update
-     in 'unimodal' mode, fresh critic dropout in both modes);
-  3. one model update with the gradient of Eq. 5 under the updated critic, pulled back
-     through the VJP of step 1 (one forward and one backward pass of the model per step).
+  1. `net.mdm_unroll` = K critic updates (lax.fori_loop; AdamW, App. A.1.2) maximising the
+     bound; update i draws a fresh batch, the i-th of the K further batches the step
+     receives in `batch.more` (the loop supplies the next K batches of the epoch,
+     `extra_batches`), and fresh negatives: a forward pass of the model (no gradient) on
+     that batch and, in 'fused' mode, on the batch with its modalities permuted
+     independently (in 'unimodal' mode its unimodal representations permuted);
+  2. one model update with the gradient of Eq. 5 on the step's own batch (and its fresh
+     negatives) under the updated critic: one forward pass (two in 'fused' mode) kept as a
+     VJP, one backward pass.
 
 Critic parameters live in `TrainState.extras['critic']`; the optimiser states are
 `opt_state = {'model': ..., 'critic': ...}`. With net.mdm='none' the method is exactly the
@@ -80,6 +82,9 @@ def _check(net) -> None:
 
 @METHODS.register("mdm")
 class MDMMethod(StandardMethod):
+  # The named random streams of one train step (`step_rngs`).
+  STREAMS = ("model", "negatives", "negative_model", "critic", "regularizer", "marginals",
+             "bound")
 
   def __init__(self, config, model, spec, info, steps_per_epoch):
     super().__init__(config, model, spec, info, steps_per_epoch)
@@ -153,60 +158,103 @@ class MDMMethod(StandardMethod):
         extras={"critic": cparams, "ma": jnp.zeros((), jnp.float32),
                 "ma_count": jnp.zeros((), jnp.float32)})
 
-  def train_step(self, state: TrainState, batch, rng):
-    if not self.active:
-      return super().train_step(state, batch, rng)
+  @property
+  def extra_batches(self) -> int:
+    """Algorithm 1 samples a fresh batch, with fresh negatives, for every critic update: the
+    step receives net.mdm_unroll further batches in `batch.more`."""
+    return self.config.net.mdm_unroll if self.active else 0
+
+  def step_rngs(self, rng, step) -> dict:
+    """The named random streams of one train step (so tests can rebuild the step)."""
+    keys = jax.random.split(jax.random.fold_in(rng, step), len(self.STREAMS))
+    return dict(zip(self.STREAMS, keys))
+
+  def critic_inputs(self, params, model_state, batch, rng):
+    """(z_joint, z_marginal) of one batch for a critic update, without gradient: the model's
+    representation of the batch (training mode) and of its negatives, drawn with `rng`
+    (fused mode: a new forward pass of the batch with its modalities permuted
+    independently; unimodal mode: the unimodal representations permuted)."""
+    model_rng, neg_rng, neg_model_rng = jax.random.split(rng, 3)
+    (_, aux), _ = self.apply(params, model_state, batch, train=True, rng=model_rng,
+                             mutable=True)
+    z_j = self.joint_inputs(aux)
+    if self.config.net.mdm_input == "fused":
+      (_, neg_aux), _ = self.apply(params, model_state, self.negative_batch(neg_rng, batch),
+                                   train=True, rng=neg_model_rng, mutable=True)
+      z_m = neg_aux["fused"]
+    else:
+      z_m = self.marginal_inputs(aux, None, neg_rng, batch.weights)
+    return jax.lax.stop_gradient((z_j, z_m))
+
+  def update_critic(self, state: TrainState, more, rng):
+    """Algorithm 1's inner loop: net.mdm_unroll critic updates (AdamW) maximising the bound,
+    update i on the i-th further batch `more` (arrays (B, K, ...)) with fresh negatives.
+    Returns (critic params, critic optimiser state, (ma, ma_count), last estimate)."""
     net = self.config.net
-    rng = jax.random.fold_in(rng, state.step)
-    model_rng, neg_rng, neg_model_rng, critic_rng, head_rng = jax.random.split(rng, 5)
-    fused_mode = net.mdm_input == "fused"
-
-    # (1) forward pass(es), kept as a VJP
-    def forward(params):
-      (pred, aux), new_ms = self.apply(params, state.model_state, batch, train=True,
-                                       rng=model_rng, mutable=True)
-      outs = {"pred": pred, "aux": aux}
-      if fused_mode:
-        (_, neg_aux), _ = self.apply(params, state.model_state,
-                                     self.negative_batch(neg_rng, batch), train=True,
-                                     rng=neg_model_rng, mutable=True)
-        outs["neg"] = neg_aux["fused"]
-      return outs, new_ms
-    outs, model_vjp, new_model_state = jax.vjp(forward, state.params, has_aux=True)
-
-    # (2) Unroll critic updates on the (fixed) representations
-    sg = jax.lax.stop_gradient(outs)
-    z_j = self.joint_inputs(sg["aux"])
-    w = batch.weights
 
     def critic_update(i, carry):
       cparams, copt, ma, _ = carry
-      r = jax.random.fold_in(critic_rng, i)
-      z_m = self.marginal_inputs(sg["aux"], sg.get("neg"), jax.random.fold_in(r, 1), w)
-      grads, (est, ma) = jax.grad(self.critic_loss, has_aux=True)(cparams, z_j, z_m, w, ma, r)
+      b = jax.tree_util.tree_map(
+          lambda x: jax.lax.dynamic_index_in_dim(x, i, axis=1, keepdims=False), more)
+      in_rng, loss_rng = jax.random.split(jax.random.fold_in(rng, i))
+      z_j, z_m = self.critic_inputs(state.params, state.model_state, b, in_rng)
+      grads, (est, ma) = jax.grad(self.critic_loss, has_aux=True)(cparams, z_j, z_m,
+                                                                  b.weights, ma, loss_rng)
       updates, copt = self.critic_tx.update(grads, copt, cparams)
       updates = scale_updates(updates, state.lr_scale)
       return optax.apply_updates(cparams, updates), copt, ma, est
 
     ma0 = (state.extras["ma"], state.extras["ma_count"])
-    cparams, copt, ma, critic_est = jax.lax.fori_loop(
-        0, net.mdm_unroll, critic_update,
-        (state.extras["critic"], state.opt_state["critic"], ma0, jnp.zeros((), jnp.float32)))
+    carry = (state.extras["critic"], state.opt_state["critic"], ma0, jnp.zeros((), jnp.float32))
+    if not net.mdm_unroll:
+      return carry
+    return jax.lax.fori_loop(0, net.mdm_unroll, critic_update, carry)
 
-    # (3) model update with Eq. 5 under the updated critic
-    reg_rng, marg_rng, bound_rng = jax.random.split(head_rng, 3)
+  def model_gradient(self, state: TrainState, batch, rng):
+    """Algorithm 1, one outer iteration, without the model's optimiser step: the critic
+    updates on the further batches, then the gradient of Eq. 5 on `batch` under the updated
+    critic. Returns (grads, metrics, new model_state, (critic params, critic opt state,
+    (ma, ma_count)))."""
+    net = self.config.net
+    k = net.mdm_unroll
+    if k and (batch.more is None or batch.more.weights.shape[1] != k):
+      got = None if batch.more is None else batch.more.weights.shape[1]
+      raise ValueError(f"MDM's train step needs net.mdm_unroll = {k} further batches in "
+                       f"batch.more (one per critic update, Algorithm 1), got {got}; build "
+                       f"batches with iterate_batches(..., extra_batches={k}) or "
+                       f"make_batch(..., more_rows=...)")
+    rngs = self.step_rngs(rng, state.step)
+    more, batch = batch.more, batch.replace(more=None)
+    cparams, copt, ma, critic_est = self.update_critic(state, more, rngs["critic"])
+    w = batch.weights
+    fused_mode = net.mdm_input == "fused"
 
+    # Forward pass(es) of the model on the batch (and its negatives), kept as a VJP.
+    def forward(params):
+      (pred, aux), new_ms = self.apply(params, state.model_state, batch, train=True,
+                                       rng=rngs["model"], mutable=True)
+      outs = {"pred": pred, "aux": aux}
+      if fused_mode:
+        (_, neg_aux), _ = self.apply(params, state.model_state,
+                                     self.negative_batch(rngs["negatives"], batch),
+                                     train=True, rng=rngs["negative_model"], mutable=True)
+        outs["neg"] = neg_aux["fused"]
+      return outs, new_ms
+    outs, model_vjp, new_model_state = jax.vjp(forward, state.params, has_aux=True)
+
+    # Eq. 5 under the updated critic.
     def head(o):
       task = weighted_mean(self.task_loss_per_sample(o["pred"], batch), w)
       metrics = {"task_loss": task}
       total = task
       if self.spec.regularizer is not None:
-        reg, reg_metrics = self.spec.regularizer(o["aux"], batch, self.config, reg_rng)
+        reg, reg_metrics = self.spec.regularizer(o["aux"], batch, self.config,
+                                                 rngs["regularizer"])
         total = total + reg
         metrics.update(reg_metrics)
       zj = self.joint_inputs(o["aux"])
-      zm = self.marginal_inputs(o["aux"], o.get("neg"), marg_rng, w)
-      est, sur, _ = self._bound(cparams, zj, zm, w, ma, bound_rng)
+      zm = self.marginal_inputs(o["aux"], o.get("neg"), rngs["marginals"], w)
+      est, sur, _ = self._bound(cparams, zj, zm, w, ma, rngs["bound"])
       total = total - net.mdm_lambda * sur
       metrics.update(mdm_estimate=est, loss=total)
       return total, metrics
@@ -214,11 +262,18 @@ class MDMMethod(StandardMethod):
     total, head_vjp, metrics = jax.vjp(head, outs, has_aux=True)
     (cotangent,) = head_vjp(jnp.ones_like(total))
     (grads,) = model_vjp(cotangent)
+    metrics["mdm_critic_estimate"] = critic_est
+    return grads, metrics, new_model_state, (cparams, copt, ma)
+
+  def train_step(self, state: TrainState, batch, rng):
+    if not self.active:
+      return super().train_step(state, batch, rng)
+    grads, metrics, new_model_state, (cparams, copt, ma) = self.model_gradient(
+        state, batch, rng)
     updates, opt_state = self.tx.update(grads, state.opt_state["model"], state.params)
     updates = scale_updates(updates, state.lr_scale)
     params = optax.apply_updates(state.params, updates)
     metrics["grad_norm"] = optax.tree.norm(grads)
-    metrics["mdm_critic_estimate"] = critic_est
     extras = {"critic": cparams, "ma": ma[0], "ma_count": ma[1]}
     return state.replace(step=state.step + 1, params=params, model_state=new_model_state,
                          opt_state={"model": opt_state, "critic": copt},

@@ -73,9 +73,14 @@ def default_net() -> ml_collections.ConfigDict:
   # Tasks (Table V) and loss weights (Eq. 33, Table III MOSI values).
   n.tasks = "m,s,c"             # any of m (always on), s (unimodal), c (cross-modal)
   n.cross_tasks = "t,a,v"       # which of m_t, m_a, m_v the cross-modal task has
-  n.alpha = 1.9                 # weight of L_m (M-MIB KL)
-  n.beta = 0.001                # weight of L_avl (S-MIB KL)
-  n.ib_beta = 0.001             # the beta inside Eq. 26 / 29 (see docs/methods/mcer.md)
+  n.alpha = 1.9                 # Eq. 33 weight of L_m (M-MIB KL)
+  n.beta = 0.001                # Eq. 33 weight of L_avl (S-MIB KL)
+  n.kl_weighting = "once"       # 'once': L_m = KL_m, L_avl = sum_s KL_s, each weighted once by
+                                # alpha / beta (Table III's values are the Eq. 33 weights);
+                                # 'literal': Eq. 26 / 29 as printed, L_m = ib_beta KL_m,
+                                # L_avl = ib_beta sum_s KL_s, then alpha / beta again
+  n.ib_beta = 0.001             # the beta printed inside Eq. 26 / 29 ('literal' only; the
+                                # Table III configs set it to beta)
   n.gamma = 0.05                # weight of L_dc
   n.eta = 0.1                   # weight of L_MI
   n.dc_lambda = 1.0             # lambda of Eq. 22

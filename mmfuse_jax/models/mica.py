@@ -32,7 +32,7 @@ from mmfuse_jax.layers.dropout import Dropout
 from mmfuse_jax.layers.transformer import TransformerLayer, sinusoidal_positions
 from mmfuse_jax.losses.alignment import mica_alignment
 from mmfuse_jax.models.base import DataInfo, ModelSpec, format_output, register_model
-from mmfuse_jax.models.mult import memory_last_step, residual_head
+from mmfuse_jax.models.mult import crossmodal_attn_dropout, memory_last_step, residual_head
 
 
 def default_net() -> ml_collections.ConfigDict:
@@ -48,10 +48,11 @@ def default_net() -> ml_collections.ConfigDict:
   c.source = "layer"            # keys/values of block s->t at layer i: 'layer' Z_s^[i], 'input' Z_s^[0]
   c.causal = False
   c.scan_layers = True          # one compiled layer body (nn.scan) instead of a Python loop
-  # Dropouts: the paper is silent; MulT public-code values.
-  c.attn_dropout = 0.1          # target text
-  c.attn_dropout_audio = 0.0
-  c.attn_dropout_vision = 0.0
+  # Dropouts: the paper is silent; MulT public-code values. Attention dropout is keyed by
+  # the SOURCE (keys/values) of a crossmodal block, as in MulT's `get_network`.
+  c.attn_dropout = 0.1          # blocks whose keys/values are text; memory transformers
+  c.attn_dropout_audio = 0.0    # blocks whose keys/values are audio
+  c.attn_dropout_vision = 0.0   # blocks whose keys/values are vision
   c.relu_dropout = 0.1
   c.res_dropout = 0.1
   c.embed_dropout = 0.25
@@ -65,19 +66,16 @@ def default_net() -> ml_collections.ConfigDict:
   c.pe = True
   c.propagate = True
   c.pe_heads = "per_head"       # 'per_head' | 'mean' (threshold the head-averaged attention)
-  c.pe_normalize = "mean"       # 'mean' over selected pairs | 'sum' (Eq. 2 literally)
-  c.pe_distance = "cosine"      # 'cosine': ||q - k||^2 of unit-norm q, k | 'squared': raw (Eq. 2)
+  # Eq. 2 as printed: squared distances of the raw q, k, summed over the selected pairs.
+  c.pe_normalize = "sum"        # 'sum' (Eq. 2) | 'mean': divided by the number of selected pairs
+  c.pe_distance = "squared"     # 'squared' (Eq. 2) | 'cosine': ||q - k||^2 of fixed-norm q, k
+                                # (scale-free; configs/mica/synthetic.py, docs/methods/mica.md)
   c.mmd_pool = "batch"          # 'batch' (all elements of the batch) | 'sample' (per sample)
   c.mmd_max_elements = 512      # batch pool: subsample each side to this many (0: all)
   c.mmd_bandwidth = "median"    # 'median' | 'mean' | a number (sigma0^2)
   c.mmd_scales = (0.25, 0.5, 1.0, 2.0, 4.0)
   c.mmd_estimator = "biased"    # 'biased' (paper) | 'unbiased'
   return c
-
-
-def _attn_dropout(net, target: str) -> float:
-  return {"audio": net.attn_dropout_audio,
-          "vision": net.attn_dropout_vision}.get(target, net.attn_dropout)
 
 
 class MICALayer(nn.Module):
@@ -97,7 +95,7 @@ class MICALayer(nn.Module):
       for s in sources:
         kv = z[s] if net.source == "layer" else z0[s]
         attn_mask = causal_mask(z[t].shape[1], kv.shape[1]) if net.causal else None
-        h, det = TransformerLayer(net.num_heads, attn_dropout=_attn_dropout(net, t),
+        h, det = TransformerLayer(net.num_heads, attn_dropout=crossmodal_attn_dropout(net, s),
                                   relu_dropout=net.relu_dropout, res_dropout=net.res_dropout,
                                   name=f"cross_{s}_to_{t}")(
                                       z[t], kv, masks[s], attn_mask, train=train)

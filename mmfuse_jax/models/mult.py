@@ -24,9 +24,12 @@ def default_net() -> ml_collections.ConfigDict:
   c.d_model = 30            # width per modality (public code hard-codes 30)
   c.num_heads = 5
   c.num_layers = 5          # crossmodal layers; memory transformers use max(num_layers, 3)
-  c.attn_dropout = 0.1      # attention dropout when text is the target
-  c.attn_dropout_audio = 0.0
-  c.attn_dropout_vision = 0.0
+  # Attention dropout is keyed by the SOURCE modality (keys/values) of a crossmodal block,
+  # as in the public code's `get_network` ('la', text attending to audio: attn_dropout_a).
+  c.attn_dropout = 0.1      # blocks whose keys/values are text (audio/vision attend to
+                            # text) and the three self-attention memory transformers
+  c.attn_dropout_audio = 0.0  # blocks whose keys/values are audio (text/vision attend to it)
+  c.attn_dropout_vision = 0.0  # blocks whose keys/values are vision (text/audio attend to it)
   c.relu_dropout = 0.1
   c.res_dropout = 0.1
   c.embed_dropout = 0.25
@@ -45,10 +48,6 @@ def default_net() -> ml_collections.ConfigDict:
 class MulTModel(nn.Module):
   net: ml_collections.ConfigDict
   info: DataInfo
-
-  def _attn_dropout(self, target: str) -> float:
-    return {"audio": self.net.attn_dropout_audio,
-            "vision": self.net.attn_dropout_vision}.get(target, self.net.attn_dropout)
 
   @nn.compact
   def __call__(self, batch, *, train: bool = False):
@@ -69,7 +68,7 @@ class MulTModel(nn.Module):
         if s == t:
           continue
         h, details = TransformerEncoder(
-            net.num_heads, net.num_layers, attn_dropout=self._attn_dropout(t),
+            net.num_heads, net.num_layers, attn_dropout=crossmodal_attn_dropout(net, s),
             relu_dropout=net.relu_dropout, res_dropout=net.res_dropout,
             embed_dropout=net.embed_dropout, causal=net.causal,
             scan_layers=net.get("scan_layers", True),
@@ -86,6 +85,17 @@ class MulTModel(nn.Module):
     out = residual_head(fused, self.info.output_dim, net.out_dropout, train)
     aux["fused"] = fused
     return format_output(out, self.info.task), aux
+
+
+def crossmodal_attn_dropout(net, source: str) -> float:
+  """Attention-dropout rate of the crossmodal block whose keys and values come from
+  `source`: net.attn_dropout_audio / net.attn_dropout_vision for an audio / vision source,
+  net.attn_dropout for text (and any other modality). The rate follows the source, not the
+  target: MulT's public code builds the block in which text attends to audio with
+  `get_network('la')`, which uses `attn_dropout_a`. The memory transformers use
+  net.attn_dropout (`get_network('l_mem' / 'a_mem' / 'v_mem')`)."""
+  return {"audio": net.attn_dropout_audio,
+          "vision": net.attn_dropout_vision}.get(source, net.attn_dropout)
 
 
 def memory_last_step(net, h, mask, num_layers: int, name: str, train: bool):

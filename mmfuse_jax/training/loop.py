@@ -128,10 +128,12 @@ def scan_steps(method, state, batches, rng, live=None):
   return jax.lax.scan(body, state, (batches, live))
 
 
-def train_batches(config, split: Split, epoch: int):
-  """The host batches of one training epoch (the seeded shuffle of both loops)."""
+def train_batches(config, split: Split, epoch: int, extra_batches: int = 0):
+  """The host batches of one training epoch (the seeded shuffle of both loops); with
+  extra_batches = K each also carries the next K batches of the epoch (`Batch.more`)."""
   return iterate_batches(split, config.batch_size, shuffle=True, seed=config.seed,
-                         epoch=epoch, num_buckets=config.data.num_buckets)
+                         epoch=epoch, num_buckets=config.data.num_buckets,
+                         extra_batches=extra_batches)
 
 
 def _shapes(tree) -> tuple:
@@ -206,12 +208,14 @@ def scan_epoch(exp: Experiment, state, batches, rng):
 
 
 def scan_bytes_bound(exp: Experiment) -> int:
-  """Upper bound of one epoch's stacked batches in bytes: full-length batches times the
-  steps, twice that with bucketing (runs are padded to a power of two)."""
+  """Upper bound of one epoch's stacked batches in bytes: full-length batches (with the
+  method's extra batches) times the steps, twice that with bucketing (runs are padded to a
+  power of two)."""
   from mmfuse_jax.data.pipeline import make_batch
   split = exp.dataset.splits["train"]
   rows = np.arange(min(len(split), exp.config.batch_size))
-  one = make_batch(split, rows, exp.config.batch_size, 1)
+  one = make_batch(split, rows, exp.config.batch_size, 1,
+                   more_rows=[rows] * exp.method.extra_batches)
   per = sum(np.asarray(x).nbytes for x in jax.tree_util.tree_leaves(one))
   steps = exp.method.steps_per_epoch
   return per * steps * (2 if exp.config.data.num_buckets > 1 else 1)
@@ -394,6 +398,7 @@ def train_and_evaluate(config, workdir: str, *, dataset: Dataset | None = None,
   train_rng = jax.random.split(jax.random.PRNGKey(config.seed))[1]
   train_split, valid_split = exp.dataset.splits["train"], exp.dataset.splits["valid"]
   train_loop = resolve_train_loop(exp)
+  extra = exp.method.extra_batches   # further batches per step (MDM's critic updates)
   start_epoch = loop["epoch"]
 
   from tqdm.auto import tqdm
@@ -409,13 +414,13 @@ def train_and_evaluate(config, workdir: str, *, dataset: Dataset | None = None,
     if train_loop == "scan":
       # Host batching, transfer and every step are timed; compiling (ahead of time) is not.
       state, step_metrics, compile_t = scan_epoch(
-          exp, state, list(train_batches(config, train_split, epoch)), train_rng)
+          exp, state, list(train_batches(config, train_split, epoch, extra)), train_rng)
       t_train = time.perf_counter() - t0 - compile_t
       n_steps = len(step_metrics)
       if epoch == start_epoch and not loop["compile_s"]:
         loop["compile_s"] = compile_t
     else:
-      for batch in train_batches(config, train_split, epoch):
+      for batch in train_batches(config, train_split, epoch, extra):
         state, m = exp.train_step(state, shard_batch(batch, exp.batch_sharding), train_rng)
         step_metrics.append(m)
         if first_step_time is None and epoch == start_epoch and not loop["compile_s"]:
