@@ -145,13 +145,27 @@ def test_regularizer_is_lambda_times_weighted_msd(built):
   config = tiny_config("rerd")
   config.net = _net(msd_weight=0.3)
   reg, metrics = jax.jit(lambda a, b: msd_regularizer(a, b, config, None))(aux, batch)
-  values, valid = jax.jit(msd_per_sample)(aux["distilled"], aux["distilled_mask"])
+  values, valid, _ = jax.jit(msd_per_sample)(aux["distilled"], aux["distilled_mask"])
   np.testing.assert_array_equal(valid, [True, True, True, True])
   assert not np.asarray(aux["distilled_mask"]["vision"])[3].any()   # row 3: text-audio only
   expect = float((values[0] + values[1] + values[3]) / 3)              # row 2 is filler
   np.testing.assert_allclose(metrics["msd"], expect, rtol=1e-5)
   np.testing.assert_allclose(reg, 0.3 * expect, rtol=1e-5)
   assert expect > 0
+  # The solver's final error and iterations reach the step metrics; defaults converge.
+  assert 0 < float(metrics["msd_error"]) < config.net.msd_threshold
+  assert 0 < float(metrics["msd_iterations"]) < config.net.msd_iterations
+  # The official code's quantity: P_a outputs flattened to scalars, transport cost at an
+  # absolute eps of 0.5, the pairs summed.
+  config.net.msd_variant = "reference"
+  reg_ref, m_ref = jax.jit(lambda a, b: msd_regularizer(a, b, config, None))(aux, batch)
+  flat = {m: np.asarray(x).reshape(4, -1, 1) for m, x in aux["aligned"].items()}
+  ones = {m: np.ones(x.shape[:2], bool) for m, x in flat.items()}
+  v_ref, _, _ = jax.jit(lambda s, k: msd_per_sample(
+      s, k, kind="transport", pair_reduce="sum", epsilon=0.5, relative_epsilon=False))(
+          flat, ones)
+  np.testing.assert_allclose(m_ref["msd"], (v_ref[0] + v_ref[1] + v_ref[3]) / 3, rtol=1e-5)
+  config.net.msd_variant = "paper"
   config.net.use_msd = False
   reg0, m0 = msd_regularizer(aux, batch, config, None)                # no solve: cheap eagerly
   assert float(reg0) == 0.0 and float(m0["msd"]) == 0.0
