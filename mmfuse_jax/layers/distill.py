@@ -34,6 +34,7 @@ POOL_WINDOW, POOL_STRIDE, POOL_PAD = 3, 2, 1
 PADDINGS = ("SAME", "CIRCULAR", "CIRCULAR_2")
 ORDERS = ("paper", "reference")
 ACTIVATIONS = {"gelu": nn.gelu, "relu": nn.relu}
+LN_EPSILON = 1e-5   # torch's LayerNorm default, as in Informer and the official code
 
 
 def pooled_length(length: int) -> int:
@@ -132,7 +133,7 @@ class DistillConv(nn.Module):
       x = nn.BatchNorm(use_running_average=not train, momentum=self.momentum, epsilon=1e-5,
                        name="norm")(x, mask=jnp.broadcast_to(mask[..., None], x.shape))
     elif self.norm == "layer":
-      x = nn.LayerNorm(name="norm")(x)
+      x = nn.LayerNorm(epsilon=LN_EPSILON, name="norm")(x)
     else:
       raise ValueError(f"norm must be 'batch' or 'layer', got {self.norm!r}")
     x = nn.elu(x)
@@ -162,10 +163,10 @@ class DistillEncoderLayer(nn.Module):
                                             sparse=self.sparse, sample_keys=self.sample_keys,
                                             layout=self.layout, name="attn")(
                                                 x, mask, train=train)
-    x = nn.LayerNorm(name="ln_attn")(x + drop(attn))
+    x = nn.LayerNorm(epsilon=LN_EPSILON, name="ln_attn")(x + drop(attn))
     h = drop(ACTIVATIONS[self.activation](nn.Dense(self.d_ff, name="ff1")(x)))
     h = drop(nn.Dense(x.shape[-1], name="ff2")(h))
-    x = nn.LayerNorm(name="ln_ff")(x + h)
+    x = nn.LayerNorm(epsilon=LN_EPSILON, name="ln_ff")(x + h)
     return jnp.where(mask[..., None], x, 0.0), details
 
 
@@ -203,5 +204,5 @@ class DistillationStack(nn.Module):
         x, mask = DistillConv(self.norm, self.padding, name=f"pool_{i}")(x, mask, train=train)
       det = dict(det, mask=mask)
       details.append(det)
-    x = nn.LayerNorm(name="ln_out")(x)
+    x = nn.LayerNorm(epsilon=LN_EPSILON, name="ln_out")(x)
     return jnp.where(mask[..., None], x, 0.0), mask, details
