@@ -1,7 +1,8 @@
 """Final Sinkhorn marginal error of RERD's MSD regulariser at CMU-MOSI-like shapes.
 
-Builds RERD (configs/rerd/mosi.py unless --config) for unaligned MOSI shapes (text 50 x 300,
-audio 375 x 5, vision 500 x 20; random features, random valid lengths), runs the model at
+Builds RERD (configs/rerd/<dataset>.py unless --config) for unaligned MOSI shapes (text
+50 x 300, audio 375 x 5, vision 500 x 20; --dataset=mosei: 50 x 300, 500 x 74, 500 x 35;
+random features, random valid lengths), runs the model at
 initialisation (or after --train_steps training steps on random labels) and solves the MSD
 exactly as training does (`msd_per_sample` with the config's solver settings). Prints JSON:
 per modality pair the largest and mean final marginal error (ott's L1 error of the last
@@ -34,13 +35,14 @@ from mmfuse_jax.models.rerd import REFERENCE_MSD_EPSILON, msd_inputs
 from mmfuse_jax.registry import METHODS, MODELS
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-SHAPES = {"text": (50, 300), "audio": (375, 5), "vision": (500, 20)}
+DATASETS = {"mosi": {"text": (50, 300), "audio": (375, 5), "vision": (500, 20)},
+            "mosei": {"text": (50, 300), "audio": (500, 74), "vision": (500, 35)}}
 
 
-def make_batch(batch: int, seed: int = 0) -> Batch:
+def make_batch(shapes: dict, batch: int, seed: int = 0) -> Batch:
   rng = np.random.default_rng(seed)
   feats, masks = {}, {}
-  for m, (t, d) in SHAPES.items():
+  for m, (t, d) in shapes.items():
     valid = rng.integers(t // 4, t + 1, size=batch)
     mask = np.arange(t)[None] < valid[:, None]
     feats[m] = np.where(mask[..., None], rng.normal(size=(batch, t, d)), 0).astype(np.float32)
@@ -74,32 +76,35 @@ def solver_settings(net) -> dict:
 
 def main(argv=None) -> dict:
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  p.add_argument("--config", default=os.path.join(HERE, "..", "configs", "rerd", "mosi.py"))
+  p.add_argument("--dataset", default="mosi", choices=tuple(DATASETS))
+  p.add_argument("--config", default="", help="default: configs/rerd/<dataset>.py")
   p.add_argument("--batch", type=int, default=16)
   p.add_argument("--train_steps", type=int, default=0)
   p.add_argument("--seed", type=int, default=0)
   args, overrides = p.parse_known_args(argv)
+  args.config = args.config or os.path.join(HERE, "..", "configs", "rerd", f"{args.dataset}.py")
+  shapes = DATASETS[args.dataset]
   config = load_config_file(args.config)
   _override(config, overrides)
   net = config.net
   spec = MODELS.get("rerd")
-  info = DataInfo(modalities=tuple(SHAPES), feature_dims={m: d for m, (_, d) in SHAPES.items()},
-                  max_lengths={m: t for m, (t, _) in SHAPES.items()}, task="regression")
+  info = DataInfo(modalities=tuple(shapes), feature_dims={m: d for m, (_, d) in shapes.items()},
+                  max_lengths={m: t for m, (t, _) in shapes.items()}, task="regression")
   model = spec.build(net, info)
   method = METHODS.get(config.method or spec.method)(config, model, spec, info,
                                                      steps_per_epoch=100)
-  batch = make_batch(args.batch, args.seed)
+  batch = make_batch(shapes, args.batch, args.seed)
   state = jax.jit(method.init_state)(jax.random.PRNGKey(args.seed), batch)
   step = jax.jit(method.train_step)
   for i in range(args.train_steps):
-    state, _ = step(state, make_batch(args.batch, args.seed + 1 + i),
+    state, _ = step(state, make_batch(shapes, args.batch, args.seed + 1 + i),
                     jax.random.PRNGKey(100 + i))
   variables = {"params": state.params, **(state.model_state or {})}
   _, aux = jax.jit(lambda v, b: model.apply(v, b, train=False))(variables, batch)
   seqs, masks = msd_inputs(aux, net)
   kw = solver_settings(net)
   names = list(seqs)
-  out = {"config": os.path.relpath(args.config), "overrides": overrides,
+  out = {"dataset": args.dataset, "config": os.path.relpath(args.config), "overrides": overrides,
          "train_steps": args.train_steps, "batch": args.batch,
          "settings": kw, "pairs": {}}
   for i, a in enumerate(names):

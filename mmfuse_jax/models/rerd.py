@@ -15,7 +15,11 @@ back to them at the end of the time axis, longer ones are an error.
 Ablations (paper Table VII): `use_msd=False` (w/o MSD), `encoder='self_attention'` (w/o
 distillation layers: dense self-attention, no pooling), `encoder='none'` (w/o the multi-head
 distillation encoder: projection, per-step output projection and post-alignment only).
-See docs/methods/rerd.md for every choice the paper leaves open.
+
+The official code (Redaimao/RERD) differs in places; each difference is a `net` switch
+(`OFFICIAL_ARCHITECTURE` sets them all, `msd_variant='reference'` its regulariser), and
+`mmfuse_jax.convert.rerd` loads its weights. See docs/methods/rerd.md ("Deviations") for
+every choice the paper leaves open.
 """
 
 from __future__ import annotations
