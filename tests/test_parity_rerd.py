@@ -144,3 +144,15 @@ def test_convert_rejects_other_layer_counts(fixture):
   net.fusion_layers = 2
   with pytest.raises(ValueError, match="1 fusion layers"):
     convert(fixture["sd"], net)
+
+
+def test_layer_norm_setting_reports_the_batchnorms(fixture):
+  net = _net(fixture["meta"], "heads")
+  net.distill_norm = "layer"
+  variables, report = convert(fixture["sd"], net)
+  assert "batch_stats" not in variables
+  unused = report["torch_without_counterpart"]
+  assert "l_refine.encoder.conv_layers.1.norm.running_var" in unused
+  assert "l_refine.encoder.conv_layers.1.norm.weight" in unused
+  assert "params/encoder_text/pool_1/norm" in report["ours_without_counterpart"]
+  assert any("distill_norm" in n for n in report["notes"])

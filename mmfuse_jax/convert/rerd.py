@@ -176,15 +176,16 @@ def convert(state_dict: dict[str, np.ndarray], net_config) -> tuple[dict, dict]:
       c = f"{pre}encoder.conv_layers.{j}."
       enc[f"pool_{i}"] = {"conv": torch_conv1d(sd.take(c + "downConv.weight"),
                                                sd.take(c + "downConv.bias"))}
-      scale, bias = sd.take(c + "norm.weight"), sd.take(c + "norm.bias")
       if net.distill_norm == "batch":
-        enc[f"pool_{i}"]["norm"] = torch_layernorm(scale, bias)
+        enc[f"pool_{i}"]["norm"] = torch_layernorm(sd.take(c + "norm.weight"),
+                                                   sd.take(c + "norm.bias"))
         stats.setdefault(f"encoder_{mod}", {})[f"pool_{i}"] = {"norm": {
             "mean": sd.take(c + "norm.running_mean").astype(np.float32),
             "var": sd.take(c + "norm.running_var").astype(np.float32)}}
       else:
-        enc[f"pool_{i}"]["norm"] = {"scale": np.ones_like(scale, np.float32),
-                                    "bias": np.zeros_like(bias, np.float32)}
+        width = sd.arrays[c + "norm.weight"].shape
+        enc[f"pool_{i}"]["norm"] = {"scale": np.ones(width, np.float32),
+                                    "bias": np.zeros(width, np.float32)}
         ours_only[f"params/encoder_{mod}/pool_{i}/norm"] = (
             "identity LayerNorm (the official block has a BatchNorm)")
     enc["ln_out"] = torch_layernorm(sd.take(pre + "encoder.norm.weight"),
@@ -223,6 +224,8 @@ def convert(state_dict: dict[str, np.ndarray], net_config) -> tuple[dict, dict]:
                       "'interleaved' is the same table)")
     elif name.endswith("num_batches_tracked"):
       unused[name] = "BatchNorm step counter"
+    elif ".encoder.conv_layers." in name and ".norm." in name:
+      unused[name] = "BatchNorm of a distilling block: net.distill_norm='layer'"
     elif name == "cross_modal_fusion.version":
       unused[name] = "fairseq version buffer"
     elif ".tokenConv." in name:
