@@ -131,8 +131,10 @@ def build_mult(path, net, dims, lengths, out_dim):
   return model, (lambda out: out[0]), notes
 
 
-def build_rerd(path, net, dims, lengths, out_dim):
-  """RERDModel with our net config (Table IX widths); loss adds lambda * their Sinkhorn."""
+def build_rerd(path, net, dims, lengths, out_dim, modalities=("text", "audio", "vision")):
+  """RERDModel with our net config (Table IX widths); loss adds lambda * their Sinkhorn.
+  `modalities`: the ones their model fuses (lonly / aonly / vonly); dims and lengths still
+  need all three (their forward projects every input and P_a's length counts all)."""
   import numpy as np
   import torch
   with _imported_from(path):
@@ -145,7 +147,10 @@ def build_rerd(path, net, dims, lengths, out_dim):
       from src.models import RERDModel
       _patch_positions()
       hyp = types.SimpleNamespace(
-          **_common_hyp(dims, lengths, out_dim), use_bert=False, bert_path="",
+          **(_common_hyp(dims, lengths, out_dim)
+             | {"lonly": "text" in modalities, "aonly": "audio" in modalities,
+                "vonly": "vision" in modalities}),
+          use_bert=False, bert_path="",
           num_heads=net.fusion_heads, layers=net.fusion_layers, attn_dropout=net.dropout,
           attn_dropout_a=net.dropout, attn_dropout_v=net.dropout, relu_dropout=net.dropout,
           res_dropout=net.dropout, out_dropout=net.out_dropout, embed_dropout=net.dropout,

@@ -9,9 +9,10 @@ import pytest
 from mmfuse_jax.errors import ConfigError
 from mmfuse_jax.layers.distill import (DistillConv, DistillationStack, check_distill_layers,
                                        distilled_lengths, masked_max_pool, max_distill_layers,
-                                       pooled_length)
+                                       pooled_length, pools_after)
 from mmfuse_jax.layers.probsparse import (ProbSparseSelfAttention, num_sparse,
                                          sample_key_indices)
+from mmfuse_jax.layers.transformer import sinusoidal_positions
 
 
 def _masks():
@@ -226,3 +227,66 @@ def test_stack_output_lengths_match_prediction(distill):
   for _ in range(2 if distill else 0):
     expect_mask = _np_pool(np.zeros(expect_mask.shape + (1,)), expect_mask)[1]
   np.testing.assert_array_equal(m, expect_mask)                       # masks pooled alike
+
+
+def test_official_lengths_and_layer_order():
+  """'CIRCULAR_2' (the official ConvLayer) adds two steps before pooling: 50 -> 26 -> 14;
+  'reference' order pools after every layer but the last."""
+  assert distilled_lengths(50, 3, padding="CIRCULAR_2") == [50, 26, 14]
+  assert distilled_lengths(50, 3, padding="CIRCULAR_2", order="reference") == [26, 14, 14]
+  assert distilled_lengths(50, 3, order="reference") == [25, 13, 13]
+  assert distilled_lengths(2, 3, padding="CIRCULAR_2") == [2, 2, 2]     # never below 2
+  assert [pools_after(i, 3, "paper") for i in range(3)] == [False, True, True]
+  assert [pools_after(i, 3, "reference") for i in range(3)] == [True, True, False]
+
+
+def test_circular2_conv_matches_numpy_with_masks():
+  """Conv over x wrapped two steps each side (torch padding_mode='circular', padding=2) on
+  the padded length; an output step is valid when its window holds a valid step."""
+  rng = np.random.default_rng(7)
+  x = rng.normal(size=(2, 7, 3)).astype(np.float32)
+  mask = np.ones((2, 7), bool); mask[1, 5:] = False
+  layer = DistillConv(norm="layer", padding="CIRCULAR_2")
+  variables = layer.init(jax.random.PRNGKey(0), x, mask)
+  layer_conv = lambda v, x: layer.apply(v, x, mask, capture_intermediates=True)
+  (y, m), state = jax.jit(layer_conv)(variables, x)
+  conv_out = np.asarray(state["intermediates"]["conv"]["__call__"][0])
+  p = variables["params"]["conv"]
+  xz = np.where(mask[..., None], x, 0.0)
+  xp = xz[:, (np.arange(-2, 9)) % 7]                                  # (2, 11, 3)
+  ref = sum(np.einsum("btd,de->bte", xp[:, j:j + 9], p["kernel"][j]) for j in range(3))
+  np.testing.assert_allclose(conv_out, ref + p["bias"], rtol=1e-5, atol=1e-5)
+  mp = mask[:, (np.arange(-2, 9)) % 7]
+  conv_mask = np.stack([mp[:, j:j + 3].any(1) for j in range(9)], 1)
+  assert y.shape == (2, 5, 3)
+  np.testing.assert_array_equal(m, _np_pool(np.zeros((2, 9, 1)), conv_mask)[1])
+  assert not np.asarray(y)[~np.asarray(m)].any()
+
+
+def test_reference_view_layout_matches_numpy():
+  """The official `.view` head split: (B, L, H, d) read as (B, H, L, d), attention per
+  "head" of L consecutive slices, context read back as (B, L, H * d). Dense here (u = L)."""
+  rng = np.random.default_rng(8)
+  x = rng.normal(size=(2, 4, 6)).astype(np.float32)
+  mask = np.ones((2, 4), bool); mask[0, 3] = False                   # ignored in this layout
+  layer = ProbSparseSelfAttention(num_heads=2, factor=5, layout="reference_view")
+  variables = layer.init(jax.random.PRNGKey(0), x, mask)
+  out, _ = jax.jit(lambda v, x: layer.apply(v, x, mask))(variables, x)
+  p = variables["params"]
+  proj = lambda n: np.einsum("bld,dhe->blhe", x, p[n]["kernel"]) + p[n]["bias"]
+  q, k, v = (proj(n).reshape(2, 2, 4, 3) for n in ("query", "key", "value"))  # torch .view
+  s = np.einsum("bhqe,bhke->bhqk", q, k) / np.sqrt(3)
+  a = np.exp(s - s.max(-1, keepdims=True)); a /= a.sum(-1, keepdims=True)
+  ctx = np.einsum("bhqk,bhke->bhqe", a, v).reshape(2, 4, 2, 3)        # .view(B, L, -1)
+  ref = np.einsum("blhe,hed->bld", ctx, p["out"]["kernel"]) + p["out"]["bias"]
+  np.testing.assert_allclose(out, ref, rtol=1e-4, atol=1e-5)
+  heads = ProbSparseSelfAttention(num_heads=2, factor=5).apply(variables, x, np.ones_like(mask))[0]
+  assert np.abs(np.asarray(heads) - ref).max() > 1e-2                # not the per-head split
+
+
+def test_interleaved_positions_are_vaswanis_table():
+  t = np.asarray(sinusoidal_positions(5, 6, "interleaved"))
+  pos, i = np.arange(5)[:, None], np.arange(3)[None]
+  np.testing.assert_allclose(t[:, 0::2], np.sin(pos / 10000 ** (2 * i / 6)), atol=1e-6)
+  np.testing.assert_allclose(t[:, 1::2], np.cos(pos / 10000 ** (2 * i / 6)), atol=1e-6)
+  assert np.asarray(sinusoidal_positions(3, 5, "interleaved")).shape == (3, 5)

@@ -29,6 +29,8 @@ import numpy as np
 
 from mmfuse_jax.layers.attention import masked_softmax
 
+LAYOUTS = ("heads", "reference_view")
+
 
 def num_sparse(length: int, factor: int) -> int:
   """c * ceil(ln L), at least 1 and at most L: the number of sampled keys (U, with L = L_K)
@@ -126,6 +128,13 @@ class ProbSparseSelfAttention(nn.Module):
   are 10 wide and the output projection maps 60 -> 64). sparse=False gives dense attention.
   Key sampling draws from the 'sample' rng stream; without one (evaluation) the measure
   uses all valid keys, which is deterministic and exactly Eq. 3.
+
+  layout 'heads' (Eq. 4) splits the projections into heads along the features.
+  'reference_view' reproduces the official code, which reads the (B, L, H, d) projections
+  as (B, H, L, d) with `.view` (no transpose) and the (B, H, L, d) context back as
+  (B, L, H * d): the "heads" are then blocks of L consecutive (step, head) slices. That
+  layout mixes time steps, so in it attention uses no masks (the official code has none):
+  padded steps take part, and only all-valid inputs give the official outputs' meaning.
   Returns (output (B, L, d_model), details: 'q', 'k', 'sample_idx', 'measure', 'top',
   'selected').
   """
@@ -134,15 +143,24 @@ class ProbSparseSelfAttention(nn.Module):
   factor: int = 3
   sparse: bool = True
   sample_keys: bool = True
+  layout: str = "heads"
   dtype: jnp.dtype = jnp.float32
 
   @nn.compact
   def __call__(self, x, mask, *, train: bool = False):
+    if self.layout not in LAYOUTS:
+      raise ValueError(f"layout must be one of {LAYOUTS}, got {self.layout!r}")
     b, length, dim = x.shape
     head = self.head_dim or max(1, dim // self.num_heads)
     dense = lambda name: nn.DenseGeneral((self.num_heads, head), dtype=self.dtype, name=name)
     q, k, v = dense("query")(x), dense("key")(x), dense("value")(x)
     details = {"q": q, "k": k}
+    if self.layout == "reference_view":
+      # torch `.view(B, H, L, d)` of a (B, L, H, d) tensor is a row-major reshape; the
+      # functions below take (B, L, H, d), hence the transpose of the viewed tensor.
+      viewed = lambda t: t.reshape(b, self.num_heads, length, head).transpose(0, 2, 1, 3)
+      q, k, v = viewed(q), viewed(k), viewed(v)
+      mask = jnp.ones((b, length), bool)
     if self.sparse:
       u = num_sparse(length, self.factor)
       n_samples = num_sparse(length, self.factor)
@@ -155,5 +173,8 @@ class ProbSparseSelfAttention(nn.Module):
     else:
       ctx, probs = full_attention(q, k, v, mask)
       details["probs"] = probs
+    if self.layout == "reference_view":
+      # The official (B, H, L, d) context read back as (B, L, H * d) by `.view`.
+      ctx = ctx.transpose(0, 2, 1, 3).reshape(b, length, self.num_heads, head)
     out = nn.DenseGeneral(dim, axis=(-2, -1), dtype=self.dtype, name="out")(ctx)
     return out, details

@@ -11,8 +11,26 @@ from mmfuse_jax.layers.attention import MultiHeadAttention, causal_mask
 from mmfuse_jax.layers.dropout import Dropout
 
 
-def sinusoidal_positions(length: int, dim: int) -> jnp.ndarray:
-  """(length, dim) sine/cosine position table (Vaswani et al. 2017, Sec. 3.5)."""
+POSITION_STYLES = ("concat", "interleaved")
+
+
+def sinusoidal_positions(length: int, dim: int, style: str = "concat") -> jnp.ndarray:
+  """(length, dim) sine/cosine position table (Vaswani et al. 2017, Sec. 3.5).
+
+  style 'concat' (MulT / fairseq / tensor2tensor): sines in the first half, cosines in the
+  second, frequencies 10000^(-i / (half - 1)), a zero column for odd dims. 'interleaved'
+  (the paper's own layout; Informer's PositionalEmbedding): sin at even, cos at odd
+  columns, frequencies 10000^(-2i / dim).
+  """
+  if style == "interleaved":
+    freq = np.exp(-np.log(10000.0) * np.arange(0, dim, 2) / dim)
+    pos = np.arange(length)[:, None] * freq[None, :]
+    table = np.zeros((length, dim))
+    table[:, 0::2] = np.sin(pos)
+    table[:, 1::2] = np.cos(pos)[:, :dim // 2]
+    return jnp.asarray(table, jnp.float32)
+  if style != "concat":
+    raise ValueError(f"style must be one of {POSITION_STYLES}, got {style!r}")
   half = dim // 2
   freq = np.exp(-np.log(10000.0) * np.arange(half) / max(half - 1, 1))
   pos = np.arange(length)[:, None] * freq[None, :]
