@@ -83,7 +83,9 @@ def mult_net_from_checkpoint(net, sd: dict, hyper: dict) -> list[str]:
   d = sd["trans_l_with_a.layer_norm.weight"].shape[0]
   layers = len({k.split(".")[2] for k in sd if k.startswith("trans_l_with_a.layers.")})
   set_ = dict(PUBLIC, d_model=d, num_layers=layers)
-  if hyper:
+  if not hyper:   # a bare state_dict: heads and mask as configured (the overrides)
+    set_.update(num_heads=net.num_heads, causal=net.causal)
+  else:
     set_.update(num_heads=hyper["num_heads"], causal=bool(hyper["attn_mask"]),
                 attn_dropout=hyper["attn_dropout"], attn_dropout_audio=hyper["attn_dropout_a"],
                 attn_dropout_vision=hyper["attn_dropout_v"], relu_dropout=hyper["relu_dropout"],

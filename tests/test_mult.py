@@ -7,6 +7,7 @@ import pytest
 
 from mmfuse_jax import config as config_lib
 from mmfuse_jax.data import make_batch
+from mmfuse_jax.errors import ConfigError
 from mmfuse_jax.models.base import DataInfo
 from mmfuse_jax.registry import MODELS
 from tests.helpers import tiny_synthetic
@@ -72,3 +73,12 @@ def test_grads_finite_and_dropout_keyed(built):
   assert sum(float(jnp.abs(x).sum()) for x in leaves) > 0
   assert float(l3) == float(l3b)      # same key, same dropout mask
   assert float(l3) != float(l4)       # another key, another mask
+
+
+def test_parity_switch_errors():
+  """The public-code parity switches (their numerics: tests/test_parity.py) are checked."""
+  for field, value, match in (("position_offset", -1, "position_offset"),
+                              ("layer_norm_eps", 0.0, "layer_norm_eps")):
+    model, batch = _model(**{field: value})
+    with pytest.raises(ConfigError, match=match):
+      jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), batch, train=False))
