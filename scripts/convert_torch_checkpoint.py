@@ -27,13 +27,11 @@ SAFETY: loading a pickled model runs code from the file; convert only files you 
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
 
 import jax
-import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import torch_ref  # noqa: E402  (scripts/ is not a package)

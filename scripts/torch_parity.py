@@ -49,8 +49,9 @@ MULT_SIZES = {
                  dims={"text": 7, "audio": 5, "vision": 4},
                  lengths={"text": 5, "audio": 8, "vision": 6}),
 }
-# ARGF sizes: k, input widths (full: the paper's UCLN output width 50); graph11_new's MLP width (64), its decision width (50),
-# Decoder2's (512, 64) and the Discriminator's (64, 16) are fixed in the public code.
+# ARGF sizes: k, input widths (full: the paper's UCLN output width 50); graph11_new's MLP
+# width (64), its decision width (50), Decoder2's (512, 64) and the Discriminator's (64, 16)
+# are fixed in the public code.
 ARGF_SIZES = {
     "full": dict(k=50, batch=8, dims={"audio": 50, "vision": 50, "text": 50},
                  decoders=("audio", "vision", "text"), out_dim=3),

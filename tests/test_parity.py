@@ -29,7 +29,7 @@ def _record(model):
   return parity.load_record(os.path.join(FIXTURES, f"parity_{model}.npz"))
 
 
-@pytest.fixture(scope="module", params=["mult", "argf"])
+@pytest.fixture(scope="module", params=sorted(parity.RUNNERS))
 def result(request):
   record = _record(request.param)
   return request.param, record, parity.check(record)

@@ -26,7 +26,6 @@ from typing import Callable
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 
 from mmfuse_jax import config as config_lib
@@ -274,5 +273,5 @@ def check(record: dict) -> dict:
           "ok": max_out <= OUTPUT_ATOL and max_grad <= GRAD_RTOL}
 
 
-__all__ = ["check", "build", "split_record", "save_record", "load_record", "template_for", "grads_in_official_layout",
-           "RUNNERS", "OUTPUT_ATOL", "GRAD_RTOL"]
+__all__ = ["check", "build", "split_record", "save_record", "load_record", "template_for",
+           "grads_in_official_layout", "RUNNERS", "OUTPUT_ATOL", "GRAD_RTOL", "GRAD_FLOOR"]
