@@ -246,8 +246,8 @@ def grads_in_official_layout(conv_fn, sd: dict, model, template: dict, grads: di
 def check(record: dict) -> dict:
   """Compares our converted model with a parity record. Returns {'output_diff': {name:
   max abs diff}, 'grad_rel': {official parameter: max |ours - theirs| / max |theirs|},
-  'max_output_diff', 'max_grad_rel', 'ok', 'report' (the converter's)}; official
-  parameters without a counterpart here are not compared."""
+  'max_output_diff', 'max_grad_rel', 'ok', 'report' and 'unmatched' (the converter's)};
+  official parameters without a counterpart here are not compared."""
   meta, sd, inputs, ref_out, ref_grads = split_record(record)
   model, info, template, compiled = _prepared(json.dumps(meta, sort_keys=True))
   convert = CONVERTERS[meta["model"]]
@@ -269,7 +269,7 @@ def check(record: dict) -> dict:
   max_out = max(out_diff.values())
   max_grad = max(grad_rel.values())
   return {"output_diff": out_diff, "grad_rel": grad_rel, "max_output_diff": max_out,
-          "max_grad_rel": max_grad, "report": conv.report(),
+          "max_grad_rel": max_grad, "report": conv.report(), "unmatched": conv.unmatched,
           "ok": max_out <= OUTPUT_ATOL and max_grad <= GRAD_RTOL}
 
 
