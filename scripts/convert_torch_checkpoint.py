@@ -57,8 +57,8 @@ def load_checkpoint(path: str, checkout: str | None):
     if checkout is None:
       raise ConfigError(f"{path} holds a pickled model, not a state_dict: pass "
                         f"--torch-ref=DIR (a checkout of the official code) to unpickle it")
-    with torch_ref.imported_from(checkout):
-      torch_ref.patch_positions()
+    with torch_ref._imported_from(checkout):
+      torch_ref._patch_positions()
       obj = torch.load(path, map_location="cpu", weights_only=False)
   hyper = {}
   if isinstance(obj, torch.nn.Module):

@@ -167,7 +167,7 @@ def official_argf(ckout: str, size: str) -> dict:
                   discriminator_variant="reference", classifier_variant="reference",
                   gfn_edges="reference"))
   torch.manual_seed(0)
-  m = torch_ref.argf_modules(ckout, net, s["dims"], s["out_dim"])
+  m = torch_ref._argf_modules(ckout, net, s["dims"], s["out_dim"])
   named = {f"encoder_{x}.": m["enc"][x] for x in ARGF_MODS}
   named.update({f"decoder_{x}.": m["dec"][x] for x in s["decoders"]})
   named.update({"discriminator.": m["disc"], "classifier.": m["cls"], "fusion.": m["fusion"]})

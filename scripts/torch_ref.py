@@ -27,7 +27,7 @@ Run-time adaptations (their files are never edited):
     assigns 30; nothing else changes.
 
 Scripts that build or unpickle their models themselves (torch_parity.py,
-convert_torch_checkpoint.py) use `imported_from(checkout)` and `patch_positions()`.
+convert_torch_checkpoint.py) use `_imported_from(checkout)` and `_patch_positions()`.
 """
 
 from __future__ import annotations
@@ -74,7 +74,7 @@ def torch_missing() -> str:
 
 
 @contextlib.contextmanager
-def imported_from(path: str):
+def _imported_from(path: str):
   """sys.path[0] = path with their top-level packages (modules, src, ...) freshly imported;
   everything restored afterwards so two checkouts can be loaded in one process."""
   def purge():
@@ -100,7 +100,7 @@ def _rerd_stub_bert(torch):
   return mod
 
 
-def patch_positions():
+def _patch_positions():
   """Their SinusoidalPositionalEmbedding views a clone of a transposed slice, which current
   PyTorch keeps non-contiguous (clone preserves strides): hand it a contiguous input."""
   import modules.position_embedding as pe
@@ -132,9 +132,9 @@ def _narrowed(cls, width: int):
 def build_mult(path, net, dims, lengths, out_dim, width: int = 30):
   """MULTModel with our net config; attn_mask = our net.causal (their default: True).
   width != 30 builds it at that width (module docstring)."""
-  with imported_from(path):
+  with _imported_from(path):
     from src.models import MULTModel
-    patch_positions()
+    _patch_positions()
     if width != 30:
       MULTModel = _narrowed(MULTModel, width)
     hyp = types.SimpleNamespace(
@@ -156,7 +156,7 @@ def build_rerd(path, net, dims, lengths, out_dim):
   """RERDModel with our net config (Table IX widths); loss adds lambda * their Sinkhorn."""
   import numpy as np
   import torch
-  with imported_from(path):
+  with _imported_from(path):
     import modules  # noqa: F401  (their package; the stub goes under it)
     sys.modules["modules.BertTextEncoder"] = _rerd_stub_bert(torch)
     had_int = "int" in np.__dict__
@@ -164,7 +164,7 @@ def build_rerd(path, net, dims, lengths, out_dim):
       np.int = int
     try:
       from src.models import RERDModel
-      patch_positions()
+      _patch_positions()
       hyp = types.SimpleNamespace(
           **_common_hyp(dims, lengths, out_dim), use_bert=False, bert_path="",
           num_heads=net.fusion_heads, layers=net.fusion_layers, attn_dropout=net.dropout,
@@ -186,8 +186,8 @@ def build_rerd(path, net, dims, lengths, out_dim):
   return model, (lambda out: (out[0], lam * out[2][-1])), notes
 
 
-def argf_modules(path, net, dims, out_dim):
-  with imported_from(path + "/ARGF/ARGF_context2"):
+def _argf_modules(path, net, dims, out_dim):
+  with _imported_from(path + "/ARGF/ARGF_context2"):
     import model as argf
   k, p = net.hidden, net.dropout
   m = {"enc": {x: argf.Encoder_5(dims[x], k, p) for x in ("audio", "vision", "text")},
@@ -210,7 +210,7 @@ def bench_argf(path, config, dims, lengths, out_dim, batch, steps, warmup):
   import torch
   import torch.nn.functional as F
   net = config.net
-  m = argf_modules(path, net, dims, out_dim)
+  m = _argf_modules(path, net, dims, out_dim)
   encs, decs = list(m["enc"].values()), list(m["dec"].values())
   all_mods = encs + decs + [m["disc"], m["fusion"], m["cls"]]
   for mod in all_mods:
