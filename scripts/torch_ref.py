@@ -21,7 +21,13 @@ Run-time adaptations (their files are never edited):
     (removed in NumPy 1.24) is aliased to `int` while the model is built;
   * ARGF: its loop reuses one encoder forward for four optimiser steps (retain_graph), which
     current PyTorch rejects (parameters modified in place by an earlier step); each update
-    recomputes the encoder outputs, as our methods/argf.py does.
+    recomputes the encoder outputs, as our methods/argf.py does;
+  * MulT at another width than its hard-coded d = 30 (`build_mult(..., width=d)`, used for
+    the small parity fixtures): a subclass sets d_l = d_a = d_v = d where their constructor
+    assigns 30; nothing else changes.
+
+Scripts that build or unpickle their models themselves (torch_parity.py,
+convert_torch_checkpoint.py) use `_imported_from(checkout)` and `_patch_positions()`.
 """
 
 from __future__ import annotations
@@ -111,11 +117,26 @@ def _common_hyp(dims, lengths, out_dim):
               lonly=True, aonly=True, vonly=True, output_dim=out_dim, use_cuda=False)
 
 
-def build_mult(path, net, dims, lengths, out_dim):
-  """MULTModel with our net config; attn_mask = our net.causal (their default: True)."""
+def _narrowed(cls, width: int):
+  """A subclass of their MULTModel whose d_l, d_a, d_v are `width` (their constructor
+  assigns the literal 30; every size after that is derived from these attributes)."""
+  class Narrowed(cls):
+    def __setattr__(self, name, value):
+      if name in ("d_l", "d_a", "d_v"):
+        value = width
+      super().__setattr__(name, value)
+  Narrowed.__name__ = Narrowed.__qualname__ = f"{cls.__name__}_d{width}"
+  return Narrowed
+
+
+def build_mult(path, net, dims, lengths, out_dim, width: int = 30):
+  """MULTModel with our net config; attn_mask = our net.causal (their default: True).
+  width != 30 builds it at that width (module docstring)."""
   with _imported_from(path):
     from src.models import MULTModel
     _patch_positions()
+    if width != 30:
+      MULTModel = _narrowed(MULTModel, width)
     hyp = types.SimpleNamespace(
         **_common_hyp(dims, lengths, out_dim), num_heads=net.num_heads, layers=net.num_layers,
         attn_dropout=net.attn_dropout, attn_dropout_a=net.attn_dropout_audio,
@@ -124,8 +145,8 @@ def build_mult(path, net, dims, lengths, out_dim):
         embed_dropout=net.embed_dropout, attn_mask=bool(net.causal))
     model = MULTModel(hyp)
   notes = []
-  if net.d_model != 30:
-    notes.append(f"their d is hard-coded 30 (ours {net.d_model})")
+  if net.d_model != width:
+    notes.append(f"their d is {width} (ours {net.d_model})")
   if net.proj_kernel != 1:
     notes.append(f"their projection kernel is 1 (ours {net.proj_kernel})")
   return model, (lambda out: out[0]), notes

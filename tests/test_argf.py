@@ -192,6 +192,12 @@ def test_config_errors():
     _method(_config(context=False, ucln=False, fusion="dfg"), ds)
   with pytest.raises(ConfigError, match="update_order"):
     _method(_config(context=False, ucln=False, update_order="fusion,autoencoder"), ds)
+  with pytest.raises(ConfigError, match="net.gfn_edges"):
+    _method(_config(context=False, ucln=False, gfn_edges="public"), ds)
+  with pytest.raises(ConfigError, match="net.encoder_variant"):
+    _method(_config(context=False, ucln=False, encoder_variant="official"), ds)
+  with pytest.raises(ConfigError, match="net.bn_update"):
+    _method(_config(context=False, ucln=False, bn_update="step"), ds)
   # The model alone (no method): UCLN on utterance data without context is a clear error.
   c = _config(context=False, ucln=True)
   info = DataInfo(ds.modalities, ds.feature_dims, ds.max_lengths, ds.task, ds.num_classes)
@@ -298,6 +304,41 @@ def test_full_step_batchnorm_filler_rows_and_eval(no_ucln):
   again, _ = step(state, batch, jax.random.PRNGKey(3))
   np.testing.assert_array_equal(jax.tree_util.tree_leaves(again.params)[0],
                                 jax.tree_util.tree_leaves(new.params)[0])
+
+
+def test_encoder_batchnorm_averages_move_once_per_batch():
+  """net.bn_update='batch' (default, the public code's one encoder pass per batch): after a
+  step of four updates, each encoder BatchNorm's running mean and variance moved exactly
+  once, with the statistics of the step's first pass (the parameters before any update,
+  the real rows only). 'update' keeps every pass's move (four per batch)."""
+  ds = _data(context=False)
+  m = _method(_config(context=False, ucln=False, dropout=0.0), ds)
+  batch = _batch(ds)   # 12 real rows, 4 filler rows
+  state = jax.jit(m.init_state)(jax.random.PRNGKey(0), batch)
+  new, _ = jax.jit(m.train_step)(state, batch, jax.random.PRNGKey(1))
+  momentum = m.config.net.bn_momentum
+  for mod in ("text", "audio", "vision"):
+    dense = state.params[f"encoders_{mod}"]["dense_0"]
+    x = np.asarray(batch.features[mod][:12, 0], np.float64)   # one step per utterance
+    h = x @ np.asarray(dense["kernel"], np.float64) + np.asarray(dense["bias"], np.float64)
+    old = state.model_state["batch_stats"][f"encoders_{mod}"]["norm_0"]
+    got = new.model_state["batch_stats"][f"encoders_{mod}"]["norm_0"]
+    np.testing.assert_allclose(got["mean"], momentum * np.asarray(old["mean"])
+                               + (1 - momentum) * h.mean(0), rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(got["var"], momentum * np.asarray(old["var"])
+                               + (1 - momentum) * h.var(0), rtol=1e-4, atol=1e-6)
+  # The decision network runs in the fusion update only: its averages moved too.
+  assert _changed(state.model_state["batch_stats"], new.model_state["batch_stats"]) == {
+      "encoders_text", "encoders_audio", "encoders_vision", "decision"}
+  # After the first pass, 'batch' restores the encoders' averages and keeps the others';
+  # 'update' keeps every move.
+  before = {"batch_stats": {"encoders_text": 1, "decision": 2}}
+  after = {"batch_stats": {"encoders_text": 3, "decision": 4}}
+  assert m._keep_first_encoder_stats(before, after, True) == {
+      "batch_stats": {"encoders_text": 1, "decision": 4}}
+  assert m._keep_first_encoder_stats(before, after, False) == after
+  every = _method(_config(context=False, ucln=False, bn_update="update"), ds)
+  assert every._keep_first_encoder_stats(before, after, True) == after
 
 
 @pytest.mark.slow

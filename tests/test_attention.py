@@ -75,6 +75,8 @@ def test_sinusoidal_positions():
   assert t.shape == (6, 8)
   np.testing.assert_allclose(t[0], [0, 0, 0, 0, 1, 1, 1, 1], atol=1e-6)
   np.testing.assert_allclose(t[3, 0], np.sin(3.0), atol=1e-6)
+  # offset 1 (MulT's public code numbers positions from 1): the same table, one row on.
+  np.testing.assert_allclose(sinusoidal_positions(5, 8, offset=1), t[1:], atol=1e-6)
 
 
 @pytest.mark.parametrize("scan_layers", [True, False])

@@ -10,6 +10,7 @@ import pytest
 
 from mmfuse_jax import config as config_lib
 from mmfuse_jax.data import make_batch
+from mmfuse_jax.errors import ConfigError
 from mmfuse_jax.layers.attention import MultiHeadAttention
 from mmfuse_jax.models.base import DataInfo
 from mmfuse_jax.registry import MODELS
@@ -118,3 +119,12 @@ def test_attention_dropout_is_keyed_by_the_source_as_in_the_public_code(name):
   with nn.intercept_methods(record):
     jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), batch, train=True))
   assert seen == {k: {rates[v]} for k, v in OFFICIAL_ATTN_DROPOUT.items()}
+
+
+def test_parity_switch_errors():
+  """The public-code parity switches (their numerics: tests/test_parity.py) are checked."""
+  for field, value, match in (("position_offset", -1, "position_offset"),
+                              ("layer_norm_eps", 0.0, "layer_norm_eps")):
+    model, batch = _model(**{field: value})
+    with pytest.raises(ConfigError, match=match):
+      jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), batch, train=False))

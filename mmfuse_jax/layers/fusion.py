@@ -20,6 +20,14 @@ Eq. 11 writes one Theta_MLP for every pair and the trimodal layer "the same MLP 
 (but the parameters are not shared)" with the bimodal one: by default one MLP is shared by
 the three bimodal vertices and another by the six trimodal ones (`share_mlp=True`);
 `share_mlp=False` gives each vertex its own MLP.
+
+edges='reference' computes what the public code's graph11_new computes (the paper leaves the
+trimodal layer's "same weight computing method" open): each bimodal vertex is forwarded as
+ELU(alpha_ij V_ij) and B is their sum; a trimodal vertex's weight uses the bimodal scores
+a^_ij before their softmax (similarities still from the unweighted V_ij); its vector is
+ELU(alpha' MLP'(.)) of the forwarded vertices, T their sum; the bimodal x bimodal vertices
+are (01, 12), (01, 02), (12, 02) in its order, which is the public code's with the
+modalities ordered audio, vision, text.
 """
 
 from __future__ import annotations
@@ -84,6 +92,7 @@ class GraphFusion(nn.Module):
   offset: float = 0.5
   modalities: tuple[str, ...] | None = None  # vertex order; None: the dict's order (note
                                              # that jax transforms sort dict keys)
+  edges: str = "paper"                       # or 'reference' (the module docstring)
 
   @nn.compact
   def __call__(self, vs: dict[str, jnp.ndarray]):
@@ -102,39 +111,55 @@ class GraphFusion(nn.Module):
               for i in range(n)]
     bi_mlp, tri_mlp = mlps("bimodal", 3), mlps("trimodal", 6)
 
+    if self.edges not in ("paper", "reference"):
+      raise ValueError(f"graph fusion edges must be paper or reference, got {self.edges!r}")
+    reference = self.edges == "reference"
     pairs = list(itertools.combinations(range(3), 2))                    # (0,1) (0,2) (1,2)
     bi = [bi_mlp[p](jnp.concatenate([v[i], v[j]], -1))
           for p, (i, j) in enumerate(pairs)]                              # Eq. 11
     bi_logits = jnp.stack([vertex_logits(alpha[:, i], alpha[:, j], v[i], v[j], self.offset)
                            for i, j in pairs], axis=1)                    # Eq. 12-13
     b, bi_alpha = weighted_vertices(bi_logits, jnp.stack(bi, axis=1))     # Eq. 14-15
+    bi_score, bi_out = bi_alpha, bi                # what the trimodal layer weights / fuses
+    if reference:
+      bi_score = bi_logits
+      bi_out = [jax.nn.elu(bi_alpha[:, p, None] * bi[p]) for p in range(3)]
+      b = sum(bi_out)
 
-    tri, tri_logits, tri_names = [], [], []
-    for p, (x, y) in enumerate(itertools.combinations(range(3), 2)):      # bimodal x bimodal
-      tri.append(tri_mlp[p](jnp.concatenate([bi[x], bi[y]], -1)))
-      tri_logits.append(vertex_logits(bi_alpha[:, x], bi_alpha[:, y], bi[x], bi[y],
+    tri, tri_logits = [], []
+    for p, (x, y) in enumerate(_bimodal_pairs(self.edges)):               # bimodal x bimodal
+      tri.append(tri_mlp[p](jnp.concatenate([bi_out[x], bi_out[y]], -1)))
+      tri_logits.append(vertex_logits(bi_score[:, x], bi_score[:, y], bi[x], bi[y],
                                       self.offset))
-      tri_names.append(f"{_pair_name(names, pairs[x])}|{_pair_name(names, pairs[y])}")
     for p, (i, j) in enumerate(pairs):                                    # bimodal x unimodal
       o = ({0, 1, 2} - {i, j}).pop()
-      tri.append(tri_mlp[3 + p](jnp.concatenate([bi[p], v[o]], -1)))
-      tri_logits.append(vertex_logits(bi_alpha[:, p], alpha[:, o], bi[p], v[o], self.offset))
-      tri_names.append(f"{_pair_name(names, (i, j))}|{names[o]}")
+      tri.append(tri_mlp[3 + p](jnp.concatenate([bi_out[p], v[o]], -1)))
+      tri_logits.append(vertex_logits(bi_score[:, p], alpha[:, o], bi[p], v[o], self.offset))
     t, tri_alpha = weighted_vertices(jnp.stack(tri_logits, axis=1), jnp.stack(tri, axis=1))
+    if reference:
+      t = sum(jax.nn.elu(tri_alpha[:, p, None] * tri[p]) for p in range(6))
     omega = jnp.concatenate([u, b, t], axis=-1)
     aux = {"unimodal": alpha, "bimodal": bi_alpha, "trimodal": tri_alpha,
            "U": u, "B": b, "T": t}
     return omega, aux
 
   @staticmethod
-  def vertex_names(names: list[str]) -> dict[str, list[str]]:
+  def vertex_names(names: list[str], edges: str = "paper") -> dict[str, list[str]]:
     """Column names of aux['unimodal'], ['bimodal'] and ['trimodal'] for these modalities."""
     pairs = list(itertools.combinations(range(3), 2))
     tri = [f"{_pair_name(names, pairs[x])}|{_pair_name(names, pairs[y])}"
-           for x, y in itertools.combinations(range(3), 2)]
+           for x, y in _bimodal_pairs(edges)]
     tri += [f"{_pair_name(names, p)}|{names[({0, 1, 2} - set(p)).pop()]}" for p in pairs]
     return {"unimodal": list(names), "bimodal": [_pair_name(names, p) for p in pairs],
             "trimodal": tri}
+
+
+def _bimodal_pairs(edges: str) -> list[tuple[int, int]]:
+  """Indices into the bimodal vertices (01, 02, 12) of the bimodal x bimodal trimodal
+  vertices, in order: all pairs, or graph11_new's (av, vl), (av, al), (vl, al)."""
+  if edges == "reference":
+    return [(0, 2), (0, 1), (2, 1)]
+  return list(itertools.combinations(range(3), 2))
 
 
 def _pair_name(names, pair) -> str:

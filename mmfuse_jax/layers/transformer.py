@@ -14,8 +14,10 @@ from mmfuse_jax.layers.dropout import Dropout
 POSITION_STYLES = ("concat", "interleaved")
 
 
-def sinusoidal_positions(length: int, dim: int, style: str = "concat") -> jnp.ndarray:
-  """(length, dim) sine/cosine position table (Vaswani et al. 2017, Sec. 3.5).
+def sinusoidal_positions(length: int, dim: int, style: str = "concat", offset: int = 0
+                         ) -> jnp.ndarray:
+  """(length, dim) sine/cosine position table (Vaswani et al. 2017, Sec. 3.5) of the
+  positions offset, ..., offset + length - 1 (MulT's public code numbers from 1).
 
   style 'concat' (MulT / fairseq / tensor2tensor): sines in the first half, cosines in the
   second, frequencies 10000^(-i / (half - 1)), a zero column for odd dims. 'interleaved'
@@ -24,7 +26,7 @@ def sinusoidal_positions(length: int, dim: int, style: str = "concat") -> jnp.nd
   """
   if style == "interleaved":
     freq = np.exp(-np.log(10000.0) * np.arange(0, dim, 2) / dim)
-    pos = np.arange(length)[:, None] * freq[None, :]
+    pos = np.arange(offset, offset + length)[:, None] * freq[None, :]
     table = np.zeros((length, dim))
     table[:, 0::2] = np.sin(pos)
     table[:, 1::2] = np.cos(pos)[:, :dim // 2]
@@ -33,7 +35,7 @@ def sinusoidal_positions(length: int, dim: int, style: str = "concat") -> jnp.nd
     raise ValueError(f"style must be one of {POSITION_STYLES}, got {style!r}")
   half = dim // 2
   freq = np.exp(-np.log(10000.0) * np.arange(half) / max(half - 1, 1))
-  pos = np.arange(length)[:, None] * freq[None, :]
+  pos = np.arange(offset, offset + length)[:, None] * freq[None, :]
   table = np.concatenate([np.sin(pos), np.cos(pos)], axis=1)
   if dim % 2:
     table = np.concatenate([table, np.zeros((length, 1))], axis=1)
@@ -79,11 +81,12 @@ class TransformerLayer(nn.Module):
   attn_dropout: float = 0.0
   relu_dropout: float = 0.0
   res_dropout: float = 0.0
+  layer_norm_eps: float = 1e-6
   dtype: jnp.dtype = jnp.float32
 
   @nn.compact
   def __call__(self, x, x_kv=None, kv_mask=None, attn_mask=None, train: bool = False):
-    ln = nn.LayerNorm(name="ln_attn")
+    ln = nn.LayerNorm(epsilon=self.layer_norm_eps, name="ln_attn")
     h = ln(x)
     kv = h if x_kv is None else ln(x_kv)
     attn, details = MultiHeadAttention(self.num_heads, dropout=self.attn_dropout,
@@ -91,7 +94,7 @@ class TransformerLayer(nn.Module):
                                            h, kv, kv_mask, attn_mask, train=train)
     x = x + Dropout(self.res_dropout, deterministic=not train)(attn)
     d = x.shape[-1]
-    h = nn.LayerNorm(name="ln_ff")(x)
+    h = nn.LayerNorm(epsilon=self.layer_norm_eps, name="ln_ff")(x)
     h = nn.relu(nn.Dense(self.ff_mult * d, dtype=self.dtype, name="ff1")(h))
     h = Dropout(self.relu_dropout, deterministic=not train)(h)
     h = nn.Dense(d, dtype=self.dtype, name="ff2")(h)
@@ -103,6 +106,10 @@ class TransformerEncoder(nn.Module):
   """MulT's TransformerEncoder: scale by sqrt(d), add sinusoidal positions, embedding
   dropout, `num_layers` pre-LN layers, final LayerNorm. Cross-attends to x_kv when given.
 
+  q_mask / kv_mask (B, T) mark the steps attention may read (None: all). position_offset
+  numbers the first step (MulT's public code: 1). q_position_mask / kv_position_mask
+  (B, T), when given, drop the position embedding of the steps marked False (the public
+  code gives its padding steps none).
   Returns (output (B, T_q, d), per-layer details list).
   """
   num_heads: int
@@ -115,28 +122,34 @@ class TransformerEncoder(nn.Module):
   positions: bool = True
   scan_layers: bool = True
   remat_attention: bool = False
+  position_offset: int = 0
+  layer_norm_eps: float = 1e-6   # flax default; PyTorch's nn.LayerNorm: 1e-5
   dtype: jnp.dtype = jnp.float32
 
-  def _embed(self, x, train):
+  def _embed(self, x, position_mask, train):
     d = x.shape[-1]
     x = np.sqrt(d).astype(np.float32) * x
     if self.positions:
-      x = x + sinusoidal_positions(x.shape[1], d)[None]
+      pos = sinusoidal_positions(x.shape[1], d, offset=self.position_offset)[None]
+      if position_mask is not None:
+        pos = jnp.where(position_mask[..., None], pos, 0.0)
+      x = x + pos
     return Dropout(self.embed_dropout, deterministic=not train)(x)
 
   @nn.compact
-  def __call__(self, x, q_mask=None, x_kv=None, kv_mask=None, *, train: bool = False):
+  def __call__(self, x, q_mask=None, x_kv=None, kv_mask=None, *, q_position_mask=None,
+               kv_position_mask=None, train: bool = False):
     cross = x_kv is not None
-    x = self._embed(x, train)
+    x = self._embed(x, q_position_mask, train)
     if cross:
-      x_kv = self._embed(x_kv, train)
+      x_kv = self._embed(x_kv, kv_position_mask, train)
     else:
       kv_mask = q_mask
     len_k = x_kv.shape[1] if cross else x.shape[1]
     attn_mask = causal_mask(x.shape[1], len_k) if self.causal else None
     layer_kwargs = dict(num_heads=self.num_heads, attn_dropout=self.attn_dropout,
                         relu_dropout=self.relu_dropout, res_dropout=self.res_dropout,
-                        dtype=self.dtype)
+                        layer_norm_eps=self.layer_norm_eps, dtype=self.dtype)
     layer_cls = TransformerLayer
     if self.remat_attention:
       # Backward pass recomputes everything but the outputs of batch-free matmuls (the Dense
@@ -162,7 +175,7 @@ class TransformerEncoder(nn.Module):
         x, det = layer_cls(**layer_kwargs, name=f"layer_{i}")(
             x, x_kv, kv_mask, attn_mask, train)
         details.append(det)
-    x = nn.LayerNorm(name="ln_out")(x)
+    x = nn.LayerNorm(epsilon=self.layer_norm_eps, name="ln_out")(x)
     if q_mask is not None:
       x = jnp.where(q_mask[..., None], x, 0.0)
     return x, details

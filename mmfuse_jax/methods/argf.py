@@ -15,9 +15,13 @@ autoencoder -> classifier -> discriminator; the fusion update comes last in both
                  (constants): MSE as in the paper (net.fusion_loss)          (Eq. 10-16)
 
 Every update recomputes its activations with the parameters left by the previous update
-(the public code reuses stale ones). BatchNorm statistics are threaded through the updates
-in order: each forward pass in training mode updates the running averages of the layers it
-runs, exactly as consecutive PyTorch forward passes would. opt_state is a dict
+(the public code reuses stale ones). BatchNorm normalises every training-mode pass with its
+batch's statistics; the running averages (used in evaluation) move once per batch by
+default (net.bn_update='batch'): the encoders' from their first pass of the step (the public
+code runs the encoders once per batch), the other layers' in the one update that runs them
+(the reference classifier's three per-modality calls: three moves, as in the public code).
+net.bn_update='update' lets every pass move them (the encoders then 4 times per batch).
+opt_state is a dict
 {update name: optax state}; every optimiser is `make_optimizer(config.optim)` (Adam,
 betas (0.5, 0.999) from the model's update_config), except the UCLN's (Adadelta).
 """
@@ -115,7 +119,7 @@ class ARGFMethod(Method):
     row_mask = w > 0
     def fn(mdl, x, row_mask, *, train):
       enc = mdl.encode(x, row_mask, train=train)
-      rec = mdl.decode(enc, train=train) if net.decoder else None
+      rec = mdl.decode(enc, row_mask, train=train) if net.decoder else None
       logits = mdl.discriminate({m: enc[m] for m in mdl.sources}, train=train) \
           if net.adversarial else None
       return rec, logits
@@ -138,7 +142,7 @@ class ARGFMethod(Method):
   def classifier_loss(self, params, model_state, x, batch, rng):
     net, w = self.config.net, batch.weights
     def fn(mdl, x, row_mask, *, train):
-      return mdl.classify(mdl.encode(x, row_mask, train=train), train=train)
+      return mdl.classify(mdl.encode(x, row_mask, train=train), row_mask, train=train)
     out, model_state = self.run(params, model_state, fn, x, w > 0, train=True, rng=rng)
     target = adv.one_hot_targets(batch.labels, self.info.task, self.info.output_dim)
     cl = adv.classification_loss(list(out.values()), target, w, net.distance)
@@ -180,12 +184,22 @@ class ARGFMethod(Method):
     return TrainState(step=jnp.zeros((), jnp.int32), params=params, model_state=variables,
                       opt_state=opt_state, lr_scale=jnp.ones((), jnp.float32), extras={})
 
+  def _keep_first_encoder_stats(self, before, after, encoded_already: bool):
+    """net.bn_update='batch': once the encoders ran in training mode this step, later
+    passes leave their running averages as the first pass set them."""
+    if not encoded_already or self.config.net.get("bn_update", "batch") != "batch":
+      return after
+    return {col: {k: (before[col][k] if k.startswith(GROUPS["autoencoder"][0]) else v)
+                  for k, v in tree.items()} for col, tree in after.items()}
+
   def _argf_updates(self, params, model_state, opt_state, batch, rng, lr_scale):
     """The ARGF updates in order on frozen UCLN outputs."""
     metrics = {}
     (x, _), _ = self.run(params, model_state, ARGFModel.inputs, batch, train=False)
     x = jax.lax.stop_gradient(x)
+    encoded = False   # whether an encoder pass of this step has moved the running averages
     for i, name in enumerate(self.updates):
+      state_before = model_state
       r = jax.random.fold_in(rng, i + 1)
       r_enc, r_loss = jax.random.split(r)
       if name in ("autoencoder", "classifier"):
@@ -197,6 +211,8 @@ class ARGFMethod(Method):
             p, model_state, enc, batch, r_loss)
       params, model_state, opt_state, m = self._update(name, loss_fn, params, model_state,
                                                        opt_state, lr_scale)
+      model_state = self._keep_first_encoder_stats(state_before, model_state, encoded)
+      encoded = True   # every ARGF update runs the encoders in training mode
       metrics.update(m)
     return params, model_state, opt_state, metrics
 

@@ -16,6 +16,12 @@ Utterance-level model. Per modality m (all vectors, one per utterance):
   fusion (Eq. 10-16): graph fusion network (layers/fusion.py) or a Table 6 alternative,
       then the decision network.
 
+Each of encoder, decoder, discriminator, classifier and the graph fusion's edge weights has
+a 'reference' variant (`net.*_variant`, `net.gfn_edges`) that computes what the public code's
+module computes (TmacMai/ARGF_multimodal_fusion, ARGF_context2/model.py: Encoder_5,
+Decoder2, Discriminator, classifier3, graph11_new); mmfuse_jax/convert/argf.py imports its
+weights.
+
 The four training updates of the paper live in methods/argf.py; the module exposes the
 pieces it needs as methods (`inputs`, `encode`, `decode`, `classify`, `discriminate`,
 `fuse`). `__call__` runs everything (eval: BatchNorm running averages, no dropout).
@@ -39,6 +45,8 @@ UPDATE_NAMES = ("ucln", "autoencoder", "classifier", "discriminator", "fusion")
 PAPER_ORDER = "autoencoder,discriminator,classifier,fusion"      # paper, text under Eq. 9
 REFERENCE_ORDER = "autoencoder,classifier,discriminator,fusion"  # public code
 ACTIVATIONS = {"tanh": jnp.tanh, "relu": nn.relu, "linear": lambda x: x}
+VARIANTS = ("paper", "reference")
+REFERENCE_LEAKY_SLOPE = 0.01  # Encoder_5 calls F.leaky_relu with PyTorch's default slope
 
 
 def default_net() -> ml_collections.ConfigDict:
@@ -79,6 +87,24 @@ def default_net() -> ml_collections.ConfigDict:
   c.decision_dropout = 0.0
   c.fusion_loss = "mse"         # paper: MSE (on softmax probabilities for classes); 'task'
   c.update_order = PAPER_ORDER  # comma-separated; REFERENCE_ORDER is the public code's
+  # The public code's modules (ARGF_context2/model.py), for parity and imported weights;
+  # 'paper' is this project's reading of Fig. 3 and Eq. 10-15 (docs/methods/argf.md).
+  c.encoder_variant = "paper"        # 'reference': Encoder_5, one more k-wide hidden layer
+                                     # (Dense-dropout-BatchNorm-LeakyReLU) before the tanh
+                                     # layer, LeakyReLU slope 0.01 in all three
+  c.decoder_variant = "paper"        # 'reference': Decoder2, BatchNorm after the second
+                                     # hidden layer's dropout, before its LeakyReLU
+  c.discriminator_variant = "paper"  # 'reference': Discriminator, tanh after the 16-wide
+                                     # layer, no dropout
+  c.classifier_variant = "paper"     # 'reference': classifier3, BatchNorm + dropout on the
+                                     # input, tanh hidden layer (set classifier_hidden = k)
+  c.gfn_edges = "paper"              # 'reference': graph11_new's edges: vertices forwarded as
+                                     # ELU(alpha * V), trimodal weights from the bimodal
+                                     # scores before their softmax, its vertex order (with
+                                     # modalities audio, vision, text; set gfn_hidden = 64)
+  c.bn_update = "batch"              # BatchNorm running averages move once per batch (each
+                                     # layer's first training-mode pass, as the public code's
+                                     # one encoder pass per batch); 'update': every pass
   return c
 
 
@@ -121,6 +147,13 @@ def check_net(net, info: DataInfo) -> None:
   if net.decision_norm not in ("batch", "layer", "none"):
     raise ConfigError(f"net.decision_norm must be batch, layer or none, got "
                       f"{net.decision_norm!r}")
+  for field in ("encoder_variant", "decoder_variant", "discriminator_variant",
+                "classifier_variant", "gfn_edges"):
+    if net.get(field, "paper") not in VARIANTS:
+      raise ConfigError(f"net.{field} must be one of {', '.join(VARIANTS)}, got "
+                        f"{net.get(field)!r}")
+  if net.get("bn_update", "batch") not in ("batch", "update"):
+    raise ConfigError(f"net.bn_update must be batch or update, got {net.bn_update!r}")
   if not 0.0 <= net.adv_lambda <= 1.0:
     raise ConfigError(f"net.adv_lambda must be in [0, 1], got {net.adv_lambda}")
   if info.task not in ("classification", "regression", "sims"):
@@ -155,36 +188,66 @@ class UCLN(nn.Module):
 
 class Encoder(nn.Module):
   """Fig. 3 encoder: in -> expand*in -> expand*k -> k (Dense, dropout, BatchNorm over real
-  rows, LeakyReLU; last Dense + tanh)."""
+  rows, LeakyReLU; last Dense + tanh). variant='reference' (Encoder_5): hidden widths
+  expand*in, expand*k, k, LeakyReLU slope 0.01, then Dense(k) + tanh."""
   hidden: int
   expand: int = 10
   dropout: float = 0.2
   leaky_slope: float = 0.2
   momentum: float = 0.9
+  variant: str = "paper"
 
   @nn.compact
   def __call__(self, x, row_mask, *, train: bool = False):
-    for i, width in enumerate((self.expand * x.shape[-1], self.expand * self.hidden)):
+    widths = [self.expand * x.shape[-1], self.expand * self.hidden]
+    slope = self.leaky_slope
+    if self.variant == "reference":
+      widths.append(self.hidden)
+      slope = REFERENCE_LEAKY_SLOPE
+    for i, width in enumerate(widths):
       x = nn.Dense(width, name=f"dense_{i}")(x)
       x = Dropout(self.dropout, deterministic=not train)(x)
-      x = nn.BatchNorm(use_running_average=not train, momentum=self.momentum, epsilon=1e-5,
-                       name=f"norm_{i}")(x, mask=jnp.broadcast_to(row_mask[:, None], x.shape))
-      x = nn.leaky_relu(x, self.leaky_slope)
-    return jnp.tanh(nn.Dense(self.hidden, name="dense_2")(x))
+      x = masked_batch_norm(x, row_mask, train, self.momentum, f"norm_{i}")
+      x = nn.leaky_relu(x, slope)
+    return jnp.tanh(nn.Dense(self.hidden, name=f"dense_{len(widths)}")(x))
+
+
+def masked_batch_norm(x, row_mask, train: bool, momentum: float, name: str):
+  """BatchNorm1d over the real rows (row_mask (B,); None: all rows), PyTorch's eps 1e-5.
+  Call inside a compact method: the layer becomes the caller's submodule `name`."""
+  mask = None if row_mask is None else jnp.broadcast_to(row_mask[:, None], x.shape)
+  return nn.BatchNorm(use_running_average=not train, momentum=momentum, epsilon=1e-5,
+                      name=name)(x, mask=mask)
 
 
 class MLP(nn.Module):
-  """Dense -> LeakyReLU -> dropout for each hidden width, then Dense(out)."""
+  """Per hidden width: Dense -> activation -> dropout, or, for the layers in `norms`,
+  Dense -> dropout -> BatchNorm -> activation (Decoder2's order); then Dense(out).
+  activations: per hidden layer, 'leaky_relu' (default) or 'tanh'. input_norm: BatchNorm
+  and dropout on the input first (classifier3)."""
   widths: tuple[int, ...]
   out: int
   dropout: float = 0.2
   leaky_slope: float = 0.2
+  activations: tuple[str, ...] | None = None
+  norms: tuple[int, ...] = ()
+  input_norm: bool = False
+  momentum: float = 0.9
 
   @nn.compact
-  def __call__(self, x, *, train: bool = False):
-    for i, w in enumerate(self.widths):
-      x = nn.leaky_relu(nn.Dense(w, name=f"dense_{i}")(x), self.leaky_slope)
+  def __call__(self, x, row_mask=None, *, train: bool = False):
+    acts = self.activations or ("leaky_relu",) * len(self.widths)
+    act_fn = {"leaky_relu": lambda h: nn.leaky_relu(h, self.leaky_slope), "tanh": jnp.tanh}
+    if self.input_norm:
+      x = masked_batch_norm(x, row_mask, train, self.momentum, "norm_in")
       x = Dropout(self.dropout, deterministic=not train)(x)
+    for i, w in enumerate(self.widths):
+      x = nn.Dense(w, name=f"dense_{i}")(x)
+      if i in self.norms:
+        x = Dropout(self.dropout, deterministic=not train)(x)
+        x = act_fn[acts[i]](masked_batch_norm(x, row_mask, train, self.momentum, f"norm_{i}"))
+      else:
+        x = Dropout(self.dropout, deterministic=not train)(act_fn[acts[i]](x))
     return nn.Dense(self.out, name="out")(x)
 
 
@@ -200,20 +263,30 @@ class ARGFModel(nn.Module):
       self.ucln_head = {m: nn.Dense(self.info.output_dim) for m in mods}
       self.ucln_drop = Dropout(net.ucln_dropout)
     in_dims = {m: (net.ucln_dim if net.ucln else self.info.feature_dims[m]) for m in mods}
+    ref = {f: net.get(f"{f}_variant", "paper") == "reference"
+           for f in ("encoder", "decoder", "discriminator", "classifier")}
     self.encoders = {m: Encoder(net.hidden, net.encoder_expand, net.dropout, net.leaky_slope,
-                                net.bn_momentum) for m in mods}
+                                net.bn_momentum, net.get("encoder_variant", "paper"))
+                     for m in mods}
     if net.decoder:
-      self.decoders = {m: MLP(tuple(net.decoder_widths), in_dims[m], net.dropout,
-                              net.leaky_slope) for m in mods}
+      widths = tuple(net.decoder_widths)
+      self.decoders = {m: MLP(widths, in_dims[m], net.dropout, net.leaky_slope,
+                              norms=(len(widths) - 1,) if ref["decoder"] else (),
+                              momentum=net.bn_momentum) for m in mods}
     if net.classifier:
-      self.classifier_net = MLP((net.classifier_hidden,), self.info.output_dim, net.dropout,
-                                net.leaky_slope)
+      self.classifier_net = MLP(
+          (net.classifier_hidden,), self.info.output_dim, net.dropout, net.leaky_slope,
+          activations=("tanh",) if ref["classifier"] else None,
+          input_norm=ref["classifier"], momentum=net.bn_momentum)
     if net.adversarial:
-      self.discriminator = MLP(tuple(net.discriminator_widths), 1, net.dropout,
-                               net.leaky_slope)
+      widths = tuple(net.discriminator_widths)
+      self.discriminator = MLP(
+          widths, 1, 0.0 if ref["discriminator"] else net.dropout, net.leaky_slope,
+          activations=(("leaky_relu",) * (len(widths) - 1) + ("tanh",)
+                       if ref["discriminator"] else None))
     if net.fusion == "graph":
       self.fusion = GraphFusion(net.gfn_hidden, net.gfn_share_mlp, net.leaky_slope,
-                                modalities=tuple(mods))
+                                modalities=tuple(mods), edges=net.get("gfn_edges", "paper"))
     else:
       self.fusion = SimpleFusion(net.fusion, modalities=tuple(mods))
     self.decision = DecisionNetwork(self.info.output_dim, net.decision_hidden,
@@ -250,15 +323,16 @@ class ARGFModel(nn.Module):
   def encode(self, x, row_mask, *, train: bool = False):
     return {m: self.encoders[m](x[m], row_mask, train=train) for m in self.info.modalities}
 
-  def decode(self, enc, *, train: bool = False):
-    return {m: jnp.tanh(self.decoders[m](enc[m], train=train)) for m in self.info.modalities}
+  def decode(self, enc, row_mask=None, *, train: bool = False):
+    return {m: jnp.tanh(self.decoders[m](enc[m], row_mask, train=train))
+            for m in self.info.modalities}
 
-  def classify(self, enc, *, train: bool = False):
+  def classify(self, enc, row_mask=None, *, train: bool = False):
     """Eq. 7: the shared classifier's output per modality, (B, N): softmax probabilities
     for classes, values for regression."""
     out = {}
     for m in self.info.modalities:
-      y = self.classifier_net(enc[m], train=train)
+      y = self.classifier_net(enc[m], row_mask, train=train)
       out[m] = jax.nn.softmax(y, axis=-1) if self.info.task == "classification" else y
     return out
 
@@ -279,9 +353,9 @@ class ARGFModel(nn.Module):
     if ucln_pred is not None:
       aux["ucln_pred"] = ucln_pred
     if self.net.decoder:
-      aux["reconstructed"] = self.decode(enc, train=train)
+      aux["reconstructed"] = self.decode(enc, row_mask, train=train)
     if self.net.classifier:
-      aux["class_outputs"] = self.classify(enc, train=train)
+      aux["class_outputs"] = self.classify(enc, row_mask, train=train)
     if self.net.adversarial:
       aux["discriminator"] = {m: jax.nn.sigmoid(z) for m, z in
                               self.discriminate(enc, train=train).items()}

@@ -3,9 +3,13 @@
 Conv1d projections to d per modality, crossmodal transformers for all six directions
 (Sec. 3.2, Eq. 4), a self-attention memory transformer per target modality over the
 concatenated crossmodal outputs, last-step concatenation, and a residual MLP head (Sec. 3.3).
-Defaults follow the public code's MOSI unaligned setting. Two documented differences:
-the causal mask is off by default (`net.causal`), and "last step" is the last *valid* step
-under the padding mask rather than index T-1.
+Defaults follow the public code's MOSI unaligned setting. Documented differences, each a
+switch (docs/methods/mult.md): the causal mask is off by default (`net.causal`); "last
+step" is the last *valid* step under the padding mask rather than index T-1, and padding
+steps are masked out of attention (`net.attend_padding`); positions are numbered from 0
+(`net.position_offset`); LayerNorm epsilon is flax's 1e-6 (`net.layer_norm_eps`). With the
+public code's values of these four the model computes the official MULTModel's function
+(weights imported by mmfuse_jax/convert/mult.py).
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 import ml_collections
 
+from mmfuse_jax.errors import ConfigError
 from mmfuse_jax.layers.dropout import Dropout
 from mmfuse_jax.layers.transformer import TransformerEncoder, last_valid
 from mmfuse_jax.models.base import DataInfo, ModelSpec, format_output, register_model
@@ -36,6 +41,12 @@ def default_net() -> ml_collections.ConfigDict:
   c.out_dropout = 0.0
   c.proj_kernel = 1         # Conv1d kernel of the input projections
   c.causal = False          # public code: True (shifted future mask); paper: not specified
+  c.position_offset = 0     # position index of the first step; public code: 1 (fairseq
+                            # numbering, index 0 being its padding position)
+  c.layer_norm_eps = 1e-6   # flax default; public code (PyTorch nn.LayerNorm): 1e-5
+  c.attend_padding = False  # True: the public code's (absent) padding handling: attention
+                            # reads padding steps too, the last step is index T-1, and
+                            # padding steps of the inputs get no position embedding
   c.scan_layers = True      # one compiled layer body per stack (nn.scan; faster compiles);
                             # False unrolls the layers (no per-layer residual copies, longer
                             # compiles; a different parameter tree)
@@ -52,7 +63,9 @@ class MulTModel(nn.Module):
   @nn.compact
   def __call__(self, batch, *, train: bool = False):
     net, mods = self.net, self.info.modalities
+    check_net(net)
     d = net.d_model
+    masks, position_masks = attention_masks(net, batch.masks)
     proj = {}
     for m in mods:
       x = batch.features[m]
@@ -72,13 +85,14 @@ class MulTModel(nn.Module):
             relu_dropout=net.relu_dropout, res_dropout=net.res_dropout,
             embed_dropout=net.embed_dropout, causal=net.causal,
             scan_layers=net.get("scan_layers", True),
-            remat_attention=net.get("remat_attention", True), name=f"cross_{s}_to_{t}")(
-                proj[t], batch.masks[t], proj[s], batch.masks[s], train=train)
+            remat_attention=net.get("remat_attention", True), **encoder_numerics(net),
+            name=f"cross_{s}_to_{t}")(
+                proj[t], masks[t], proj[s], masks[s], q_position_mask=position_masks[t],
+                kv_position_mask=position_masks[s], train=train)
         streams.append(h)
         aux["crossmodal"][f"{s}->{t}"] = details
       h = jnp.concatenate(streams, axis=-1)
-      last = memory_last_step(net, h, batch.masks[t], max(net.num_layers, 3), f"memory_{t}",
-                              train)
+      last = memory_last_step(net, h, masks[t], max(net.num_layers, 3), f"memory_{t}", train)
       aux["unimodal"][t] = last
       finals.append(last)
     fused = jnp.concatenate(finals, axis=-1)
@@ -98,6 +112,33 @@ def crossmodal_attn_dropout(net, source: str) -> float:
           "vision": net.attn_dropout_vision}.get(source, net.attn_dropout)
 
 
+def check_net(net) -> None:
+  """ConfigErrors for the parity switches (absent fields keep their defaults)."""
+  if net.get("position_offset", 0) < 0:
+    raise ConfigError(f"net.position_offset must be >= 0, got {net.position_offset}")
+  if net.get("layer_norm_eps", 1e-6) <= 0:
+    raise ConfigError(f"net.layer_norm_eps must be > 0, got {net.layer_norm_eps}")
+
+
+def attention_masks(net, masks: dict) -> tuple[dict, dict]:
+  """(masks attention reads, masks of the steps that get a position embedding (None: all)).
+
+  Default: the padding masks, positions everywhere. net.attend_padding (the public code):
+  every step is attended and read, and the padding steps of the inputs get no position
+  embedding (fairseq's padding index: the public code detects padding as an exact 0 in the
+  first feature of the projected input, which zero-padded features give).
+  """
+  if not net.get("attend_padding", False):
+    return masks, {m: None for m in masks}
+  return {m: jnp.ones_like(k) for m, k in masks.items()}, masks
+
+
+def encoder_numerics(net) -> dict:
+  """TransformerEncoder arguments of the public-code parity switches."""
+  return dict(position_offset=net.get("position_offset", 0),
+              layer_norm_eps=net.get("layer_norm_eps", 1e-6))
+
+
 def memory_last_step(net, h, mask, num_layers: int, name: str, train: bool):
   """MulT's per-target self-attention memory (Eq. 4's transformer), read at the last valid
   step. Call inside a compact method: the encoder becomes the caller's submodule `name`."""
@@ -105,7 +146,8 @@ def memory_last_step(net, h, mask, num_layers: int, name: str, train: bool):
       net.num_heads, num_layers, attn_dropout=net.attn_dropout, relu_dropout=net.relu_dropout,
       res_dropout=net.res_dropout, embed_dropout=net.embed_dropout, causal=net.causal,
       scan_layers=net.get("scan_layers", True),
-      remat_attention=net.get("remat_attention", True), name=name)(h, mask, train=train)
+      remat_attention=net.get("remat_attention", True), **encoder_numerics(net),
+      name=name)(h, mask, train=train)
   return last_valid(h, mask)
 
 
