@@ -264,7 +264,7 @@ n_per_split = (24, 8, 8)         # train, valid, test samples of the fake files
 train_epochs = 1                 # a short run on the fake MulT file; 0: only load the files
 train_modalities = "text,audio,vision"
 net = {"d_model": 16, "num_heads": 2, "num_layers": 1}
-real_data_dir = ""               # your data folder; empty: $MMFUSE_MOSI_DIR or ../../shared/data/mosi-utterance
+real_data_dir = ""               # folder of the utterance-level npz; empty: $MMFUSE_MOSI_DIR
 '''),
     md('''
 ## Helpers
@@ -480,7 +480,7 @@ e.g. `load("mosi", "/path/to/MulT", nan_policy="zero")`. The cell is skipped whe
 folder is found.
 '''),
     code('''
-real_dir = real_data_dir or os.environ.get("MMFUSE_MOSI_DIR") or "../../shared/data/mosi-utterance"
+real_dir = real_data_dir or os.environ.get("MMFUSE_MOSI_DIR", "")
 if os.path.exists(os.path.join(real_dir, "mosi_utterance_real.npz")):
     real, _ = load("mosi_utterance", real_dir)
     summary["real"] = describe(real)
