@@ -16,16 +16,63 @@ from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 INSTALL = '''\
-# On Colab: clone the repository and install the library from it (configs/ comes along).
-# Anywhere else this cell does nothing: install from a checkout with `pip install ".[plots]"`
-# (docs/installation.md).
+# Install: runs only on Colab (elsewhere: `pip install ".[plots]"` in a checkout, see
+# docs/installation.md). MMFUSE_SOURCE says where the library comes from:
+#   - a wheel: on your machine, in a checkout, run `pip wheel . -w dist --no-deps` and copy
+#     dist/mmfuse_jax-*.whl to Drive, into the folder named here (the newest wheel there is
+#     installed); copy the checkout's configs/ folder next to it for the paper settings;
+#   - a git URL of the repository, e.g. "https://github.com/OWNER/mmfuse_jax" (cloned to
+#     /content/mmfuse_jax, configs/ included);
+#   - a folder holding a checkout (e.g. on Drive).
+# KEEP_COLAB_JAX: keep Colab's preinstalled jax/jaxlib (built for its GPU/TPU); False lets
+#   pip choose (then on a GPU runtime: pip install -U "jax[cuda12]", restart the runtime).
+# DRIVE_WORKDIR: the notebook works in this Drive folder, so runs/ (checkpoints, metrics)
+#   survive a disconnect and a rerun resumes; "" keeps them on the VM (lost on disconnect).
 import os, subprocess, sys
-REPO = "https://github.com/<org>/mmfuse_jax"  # placeholder: put the repository's URL here
+MMFUSE_SOURCE = os.environ.get("MMFUSE_SOURCE", "/content/drive/MyDrive/mmfuse_jax")
+KEEP_COLAB_JAX = True
+DRIVE_WORKDIR = "/content/drive/MyDrive/mmfuse_runs"
 if "google.colab" in sys.modules:
-    if not os.path.isdir("/content/mmfuse_jax"):
-        subprocess.run(["git", "clone", "--depth=1", REPO, "/content/mmfuse_jax"], check=True)
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q",
-                    "/content/mmfuse_jax[plots]"], check=True)'''
+    import glob, importlib.metadata
+    if "/content/drive" in MMFUSE_SOURCE + DRIVE_WORKDIR:
+        from google.colab import drive
+        drive.mount("/content/drive")
+    source, repo = MMFUSE_SOURCE, ""
+    if source.startswith(("https://", "git@", "git+")):
+        repo = "/content/mmfuse_jax"
+        if not os.path.isdir(repo):
+            subprocess.run(["git", "clone", "--depth=1", source.removeprefix("git+"), repo],
+                           check=True)
+        source = repo
+    elif os.path.isdir(source) and not os.path.exists(os.path.join(source, "pyproject.toml")):
+        wheels = sorted(glob.glob(os.path.join(source, "mmfuse_jax-*.whl")),
+                        key=os.path.getmtime)
+        if not wheels:
+            raise FileNotFoundError(f"no mmfuse_jax-*.whl in {source}: build one with "
+                                    f"`pip wheel . -w dist --no-deps` and copy it there, or set "
+                                    f"MMFUSE_SOURCE to a git URL")
+        repo, source = source, wheels[-1]
+    elif os.path.isdir(source):
+        repo = source
+    elif not os.path.isfile(source):
+        raise FileNotFoundError(f"MMFUSE_SOURCE {source!r} not found (see the comments above)")
+    if repo and os.path.isdir(os.path.join(repo, "configs")):
+        os.environ["MMFUSE_REPO"] = os.path.abspath(repo)  # configs/ for the paper settings
+    pins = []
+    if KEEP_COLAB_JAX:  # a constraints file holding jax and jaxlib at the installed versions
+        with open("/tmp/keep_colab_jax.txt", "w") as f:
+            for name in ("jax", "jaxlib"):
+                try:
+                    f.write(f"{name}=={importlib.metadata.version(name)}\\n")
+                except importlib.metadata.PackageNotFoundError:
+                    pass
+        pins = ["-c", "/tmp/keep_colab_jax.txt"]
+    target = f"mmfuse_jax[plots] @ file://{os.path.abspath(source)}"
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", target] + pins, check=True)
+    if DRIVE_WORKDIR:
+        os.makedirs(DRIVE_WORKDIR, exist_ok=True)
+        os.chdir(DRIVE_WORKDIR)
+        print("working in", DRIVE_WORKDIR)'''
 
 
 CACHE = '''
@@ -217,7 +264,7 @@ n_per_split = (24, 8, 8)         # train, valid, test samples of the fake files
 train_epochs = 1                 # a short run on the fake MulT file; 0: only load the files
 train_modalities = "text,audio,vision"
 net = {"d_model": 16, "num_heads": 2, "num_layers": 1}
-real_data_dir = ""               # your data folder; empty: $MMFUSE_MOSI_DIR or ../../shared/data/mosi-utterance
+real_data_dir = ""               # folder of the utterance-level npz; empty: $MMFUSE_MOSI_DIR
 '''),
     md('''
 ## Helpers
@@ -433,7 +480,7 @@ e.g. `load("mosi", "/path/to/MulT", nan_policy="zero")`. The cell is skipped whe
 folder is found.
 '''),
     code('''
-real_dir = real_data_dir or os.environ.get("MMFUSE_MOSI_DIR") or "../../shared/data/mosi-utterance"
+real_dir = real_data_dir or os.environ.get("MMFUSE_MOSI_DIR", "")
 if os.path.exists(os.path.join(real_dir, "mosi_utterance_real.npz")):
     real, _ = load("mosi_utterance", real_dir)
     summary["real"] = describe(real)
@@ -495,8 +542,9 @@ workdir = "runs/reproduce"
 ## 1. Find configs/
 
 `configs/` is part of the repository, not of the installed package. The notebook looks in
-`$MMFUSE_REPO`, the parent folder (notebooks run from `colab/`), the current folder, and
-the Colab clone made by the install cell.
+`$MMFUSE_REPO` (on Colab the install cell sets it to the clone, the checkout, or the Drive
+folder holding the wheel and a copy of `configs/`), the parent folder (notebooks run from
+`colab/`), the current folder, and `/content/mmfuse_jax`.
 '''),
     code('''
 import os

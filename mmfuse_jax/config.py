@@ -207,6 +207,9 @@ def load_config_file(path: str) -> ml_collections.ConfigDict:
   return module.get_config()
 
 
+MODALITY_NAMES = ("text", "audio", "vision")
+
+
 def validate_config(c: ml_collections.ConfigDict) -> None:
   """Range checks with messages that name the field and the allowed values."""
   def need(ok, msg):
@@ -228,6 +231,10 @@ def validate_config(c: ml_collections.ConfigDict) -> None:
   need(c.get("precision", "float32") in ("float32", "bf16"),
        f"precision must be 'float32' or 'bf16', got {c.precision!r}")
   need(c.data.num_buckets >= 1, f"data.num_buckets must be >= 1, got {c.data.num_buckets}")
+  mods = modalities(c)
+  need(mods and set(mods) <= set(MODALITY_NAMES) and len(set(mods)) == len(mods),
+       f"data.modalities must list one or more of {','.join(MODALITY_NAMES)} (comma "
+       f"separated, no repeats), got {c.data.modalities!r}")
 
 
 def modalities(c: ml_collections.ConfigDict) -> tuple[str, ...]:

@@ -8,7 +8,7 @@ ARGF (a, v -> l) 81.38 / 81.52 (best run, selected on test in its public code) a
 ridge-regression baseline on the three concatenated feature sets (Acc-2 77.9, data README).
 --ablations adds Table 5's rows (without adversarial training / classifier / decoder).
 
-  python scripts/reproduce_argf_mosi.py --data_dir ../shared/data/mosi-utterance \
+  python scripts/reproduce_argf_mosi.py --data_dir ~/data/mosi-utterance \
       --workdir /tmp/argf_mosi [--seeds 5] [--epochs 50] [--ablations] [--set net.adv_lambda=0.3]
 """
 

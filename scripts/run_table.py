@@ -7,7 +7,7 @@ selection rule is the config's (validation only); the test split is only reporte
 
   python scripts/run_table.py --table rerd --seeds 0,1,2 --workdir /tmp/tables
   python scripts/run_table.py --table mdm --model tfn --dataset mosi_utterance \
-      --data_dir ../shared/data/mosi-utterance --set select_metric=mae
+      --data_dir ~/data/mosi-utterance --set select_metric=mae
   python scripts/run_table.py --model mult --variant "small:net.d_model=20" --variant base:
 
 Presets (--table): rerd (paper Table VII), mica (paper Table 5), mdm (L_none/L_kl/L_f/L_w,

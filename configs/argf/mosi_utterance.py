@@ -4,7 +4,7 @@ Poria's speaker-independent split (1447 train clips / 752 test), validation carv
 train by video (data.valid_fraction); labels >= 0 are positive. Selection on validation
 only (see the leakage note below). Each utterance carries its
 video's utterance sequence for the UCLN (data.context). Pass --data_dir=FOLDER holding
-mosi_utterance_real.npz (e.g. ../shared/data/mosi-utterance).
+mosi_utterance_real.npz, the utterance-level npz (docs/data.md, "Get the data").
 """
 
 from mmfuse_jax.config import get_config as library_config

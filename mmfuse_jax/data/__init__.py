@@ -10,6 +10,7 @@ import logging
 
 import numpy as np
 
+from mmfuse_jax.data.mult_pickle import config_modalities, requested_modalities
 from mmfuse_jax.data.core import (Batch, Dataset, IEMOCAP_EMOTIONS, MODALITIES, Split,
                                   lengths_to_mask, select_modalities, validate_dataset)
 from mmfuse_jax.data.pipeline import (iterate_batches, make_batch, shard_batch, standardize)
@@ -61,11 +62,10 @@ def load_dataset(config, *, standardize_features: bool | None = None) -> tuple[D
   Returns (dataset, stats) where stats holds the train-fitted standardisation (mean, std per
   modality) and the NaN/inf replacement counts.
   """
-  from mmfuse_jax.config import modalities
   _import_readers()
   loader = DATASETS.get(config.dataset)
   ds = loader(config)
-  mods = modalities(config)
+  mods = requested_modalities(config_modalities(config))
   ds = select_modalities(ds, mods)
   counts = validate_dataset(ds, nan_policy=config.data.nan_policy)
   for split, per_mod in counts.items():

@@ -35,6 +35,7 @@ import os
 import numpy as np
 
 from mmfuse_jax.data.core import Dataset, Split
+from mmfuse_jax.data.mult_pickle import config_modalities
 from mmfuse_jax.errors import ConfigError, DataError
 from mmfuse_jax.registry import DATASETS
 
@@ -302,14 +303,13 @@ def sdk_files(config, mods: tuple[str, ...]) -> tuple[dict[str, str], str, str]:
 @DATASETS.register("sdk")
 def load_sdk(config) -> Dataset:
   """Segment-level sequences from SDK .csd files in config.data_dir (module doc)."""
-  from mmfuse_jax.config import modalities
   key = config.data.label_key or "0"
   if not key.isdigit():
     raise ConfigError(f"data.label_key for dataset 'sdk' is a label column index (0 = "
                       f"sentiment), got {key!r}")
   if config.data.max_steps < 0:
     raise ConfigError(f"data.max_steps must be >= 0, got {config.data.max_steps}")
-  features, labels, folds_path = sdk_files(config, modalities(config))
+  features, labels, folds_path = sdk_files(config, config_modalities(config))
   log.info("reading SDK labels %s, features %s, folds %s", labels, features, folds_path)
   folds = read_folds(folds_path, videos=list(read_csd(labels)))
   return build_sdk_dataset(features, labels, folds, label_column=int(key),

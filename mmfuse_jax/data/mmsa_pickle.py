@@ -33,8 +33,9 @@ import logging
 import numpy as np
 
 from mmfuse_jax.data.core import Dataset, Split, lengths_to_mask
-from mmfuse_jax.data.mult_pickle import (SPLITS, as_features, check_count, decode_ids,
-                                         get_split, load_pickle, nonzero_mask, require,
+from mmfuse_jax.data.mult_pickle import (SPLITS, as_features, check_count, config_modalities,
+                                         decode_ids, get_split, load_pickle, nonzero_mask,
+                                         require, require_modality, requested_modalities,
                                          resolve_file, sample_count, warn_empty_masks)
 from mmfuse_jax.errors import ConfigError, DataError
 from mmfuse_jax.registry import DATASETS
@@ -78,12 +79,16 @@ def _text_mask(d: dict, text: np.ndarray, *, path: str, split: str):
 
 
 def read_mmsa_pickle(path: str, *, task: str = "regression", name: str = "mmsa",
-                     label_key: str = "regression_labels") -> Dataset:
+                     label_key: str = "regression_labels",
+                     modalities=None) -> Dataset:
   """Reads an MMSA pickle into a Dataset (see the module doc for keys and masks).
 
   label_key: the per-split key used as labels: a regression key (default) or
-  'classification_labels' (then task 'classification'). SAFETY: unpickles `path`.
+  'classification_labels' (then task 'classification'). modalities: the ones to read
+  (default all three); only those must be in the file. The text array, when the file has
+  it, still serves the word-aligned audio/vision masks. SAFETY: unpickles `path`.
   """
+  mods = requested_modalities(modalities)
   data = load_pickle(path)
   classify = label_key.startswith("classification")
   splits, dims, rules = {}, {}, {}
@@ -94,16 +99,23 @@ def read_mmsa_pickle(path: str, *, task: str = "regression", name: str = "mmsa",
     labels = _vector(y_raw, n, path=path, split=split, key=label_key,
                      kind="i" if classify else "f")
     feats, masks = {}, {}
-    for m, key in MMSA_MODALITY_KEYS.items():
-      x = as_features(require(d, key, path, split), path=path, split=split, key=key,
-                      expected_dim=dims.get(m))
+    # text is read when asked for, or when present (its mask marks word-aligned steps)
+    for m in [m for m in MMSA_MODALITY_KEYS if m in mods or (m == "text" and "text" in d)]:
+      key = MMSA_MODALITY_KEYS[m]
+      x = as_features(require_modality(d, key, m, path, split, mods, MMSA_MODALITY_KEYS),
+                      path=path, split=split, key=key, expected_dim=dims.get(m))
       check_count(x.shape[0], n, path=path, split=split, key=key)
       dims.setdefault(m, x.shape[2])
       feats[m] = x
-    text_mask, text_bert = _text_mask(d, feats["text"], path=path, split=split)
-    masks["text"] = text_mask if text_mask is not None else nonzero_mask(feats["text"])
-    rules["text"] = "text_bert input mask" if text_mask is not None else "nonzero"
-    for m in ("audio", "vision"):
+    text_mask, text_bert = None, None
+    if "text" in feats:
+      text_mask, text_bert = _text_mask(d, feats["text"], path=path, split=split)
+      masks["text"] = text_mask if text_mask is not None else nonzero_mask(feats["text"])
+      rules["text"] = "text_bert input mask" if text_mask is not None else "nonzero"
+      if "text" not in mods:
+        del feats["text"], masks["text"], rules["text"]
+        text_bert = None
+    for m in [m for m in ("audio", "vision") if m in mods]:
       x, key = feats[m], f"{m}_lengths"
       t = x.shape[1]
       lengths = None
@@ -115,7 +127,7 @@ def read_mmsa_pickle(path: str, *, task: str = "regression", name: str = "mmsa",
           lengths = None  # aligned files may keep the unaligned lengths
       if lengths is not None:
         masks[m], rules[m] = lengths_to_mask(lengths, t), f"{key} (back padding)"
-      elif text_mask is not None and t == feats["text"].shape[1]:
+      elif text_mask is not None and t == text_mask.shape[1]:
         masks[m], rules[m] = text_mask.copy(), "text mask (word-aligned)"
       else:
         masks[m], rules[m] = nonzero_mask(x), "nonzero"
@@ -165,7 +177,8 @@ def _make_loader(dataset: str, task: str):
     path = mmsa_file(config, dataset)
     log.info("reading MMSA pickle %s", path)
     return read_mmsa_pickle(path, task=task, name=dataset,
-                            label_key=config.data.label_key or "regression_labels")
+                            label_key=config.data.label_key or "regression_labels",
+                            modalities=config_modalities(config))
   load.__name__ = f"load_{dataset}"
   return load
 

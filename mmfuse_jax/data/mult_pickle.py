@@ -32,7 +32,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from mmfuse_jax.data.core import IEMOCAP_EMOTIONS, Dataset, Split
+from mmfuse_jax.data.core import IEMOCAP_EMOTIONS, MODALITIES, Dataset, Split
 from mmfuse_jax.errors import ConfigError, DataError
 from mmfuse_jax.registry import DATASETS
 
@@ -129,6 +129,28 @@ def _keys(d: Any) -> list[str]:
     return sorted(str(k) for k in d.keys())
   except Exception:  # noqa: BLE001
     return []
+
+
+def requested_modalities(modalities: Sequence[str] | None) -> tuple[str, ...]:
+  """The modalities a reader must return (None: all three); unknown names are an error."""
+  mods = tuple(MODALITIES if modalities is None else modalities)
+  unknown = [m for m in mods if m not in MODALITIES]
+  if unknown or not mods:
+    raise ConfigError(f"data.modalities must name one or more of {', '.join(MODALITIES)}; "
+                      f"got {','.join(mods) or 'nothing'}")
+  return mods
+
+
+def require_modality(d: dict, key: str, modality: str, path: str, split: str,
+                     requested: Sequence[str], keys: dict[str, str]) -> Any:
+  """The array of a requested modality; a missing one names the modalities the file has."""
+  if key in d:
+    return d[key]
+  present = [m for m, k in keys.items() if k in d]
+  hint = (f"; this file has {', '.join(present)}: pass --data.modalities={','.join(present)}"
+          if present else "")
+  raise DataError(f"{path}: split {split!r} is missing key {key!r} for modality {modality!r} "
+                  f"(data.modalities={','.join(requested)}){hint}; keys found: {_keys(d)}")
 
 
 def require(d: dict, key: str, path: str, split: str, what: str = "") -> Any:
@@ -252,12 +274,16 @@ def _labels(raw: Any, task: str, n: int, *, path: str, split: str) -> np.ndarray
   return y.reshape(n).astype(np.float32)
 
 
-def read_mult_pickle(path: str, *, task: str = "regression", name: str = "mult") -> Dataset:
+def read_mult_pickle(path: str, *, task: str = "regression", name: str = "mult",
+                     modalities: Sequence[str] | None = None) -> Dataset:
   """Reads a MulT pickle into a Dataset (masks by the nonzero rule; see the module doc).
 
   task 'iemocap' converts the (N, 4, 2) one-hot labels to (N, 4) int32; anything else reads
-  (N, 1, 1) sentiment scores as (N,) float32. SAFETY: unpickles `path` (see module doc).
+  (N, 1, 1) sentiment scores as (N,) float32. modalities: the ones to read (default all
+  three); only those must be in the file, so a text-only pickle loads with ('text',).
+  SAFETY: unpickles `path` (see module doc).
   """
+  mods = requested_modalities(modalities)
   data = load_pickle(path)
   splits, dims = {}, {}
   for split in SPLITS:
@@ -266,9 +292,10 @@ def read_mult_pickle(path: str, *, task: str = "regression", name: str = "mult")
     n = sample_count(y_raw, path=path, split=split, key="labels")
     labels = _labels(y_raw, task, n, path=path, split=split)
     feats, masks = {}, {}
-    for m, key in MULT_MODALITY_KEYS.items():
-      x = as_features(require(d, key, path, split), path=path, split=split, key=key,
-                      expected_dim=dims.get(m))
+    for m in mods:
+      key = MULT_MODALITY_KEYS[m]
+      raw = require_modality(d, key, m, path, split, mods, MULT_MODALITY_KEYS)
+      x = as_features(raw, path=path, split=split, key=key, expected_dim=dims.get(m))
       check_count(x.shape[0], n, path=path, split=split, key=key)
       dims.setdefault(m, x.shape[2])
       feats[m], masks[m] = x, nonzero_mask(x)
@@ -298,12 +325,18 @@ def _check_label_key(config, dataset: str) -> None:
                       f"data.label_key={config.data.label_key!r}")
 
 
+def config_modalities(config) -> tuple[str, ...]:
+  """--data.modalities as a tuple (what the readers are asked for)."""
+  return tuple(m.strip() for m in str(config.data.modalities).split(",") if m.strip())
+
+
 def _make_loader(dataset: str, task: str):
   def load(config) -> Dataset:
     _check_label_key(config, dataset)
     path = mult_file(config, dataset)
     log.info("reading MulT pickle %s", path)
-    return read_mult_pickle(path, task=task, name=dataset)
+    return read_mult_pickle(path, task=task, name=dataset,
+                            modalities=config_modalities(config))
   load.__name__ = f"load_{dataset}"
   load.__doc__ = (f"MulT pickle for {dataset} from config.data_dir "
                   f"({' or '.join(MULT_FILES[dataset])}).")
@@ -314,4 +347,5 @@ load_mosi = DATASETS.register("mosi")(_make_loader("mosi", "regression"))
 load_mosei = DATASETS.register("mosei")(_make_loader("mosei", "regression"))
 load_iemocap = DATASETS.register("iemocap")(_make_loader("iemocap", "iemocap"))
 
-__all__ = ["read_mult_pickle", "load_pickle", "resolve_file", "nonzero_mask", "MULT_FILES"]
+__all__ = ["read_mult_pickle", "load_pickle", "resolve_file", "nonzero_mask", "MULT_FILES",
+           "requested_modalities", "config_modalities"]

@@ -37,7 +37,7 @@ import zlib
 import numpy as np
 
 from mmfuse_jax.data.core import Dataset, Split
-from mmfuse_jax.data.mult_pickle import resolve_file
+from mmfuse_jax.data.mult_pickle import config_modalities, requested_modalities, resolve_file
 from mmfuse_jax.errors import ConfigError, DataError
 from mmfuse_jax.registry import DATASETS
 
@@ -128,7 +128,8 @@ def read_utterance_npz(path: str, *, split: str = "poria", valid_fraction: float
                        allow_leakage: bool = False) -> Dataset:
   """Reads the utterance-level MOSI npz into a Dataset (see the module doc).
 
-  `modalities` is what the caller will use: only those enter the leakage check.
+  `modalities` is what the caller will use: only those are read (the file needs only their
+  keys) and only those enter the leakage check.
   """
   if split not in ("poria", "standard"):
     raise ConfigError(f"data.split for mosi_utterance must be 'poria' or 'standard', got "
@@ -152,7 +153,9 @@ def read_utterance_npz(path: str, *, split: str = "poria", valid_fraction: float
                 "are inflated and must not be reported.", msg)
     log.warning("!" * 78)
   task, num_classes = LABEL_KEYS[label_key]
-  keys = ROW_KEYS + tuple(dict.fromkeys(("label", label_key))) + tuple(MODALITY_KEYS.values())
+  mods = requested_modalities(modalities)
+  keys = ROW_KEYS + tuple(dict.fromkeys(("label", label_key))) + tuple(
+      MODALITY_KEYS[m] for m in mods)
   arrays = read_npz(path, keys)
   _check_shapes(arrays, path)
   order = np.lexsort((arrays["segment_index"], arrays["video_id"].astype(str)))
@@ -163,8 +166,8 @@ def read_utterance_npz(path: str, *, split: str = "poria", valid_fraction: float
   for name, r in rows.items():
     if len(r) == 0:
       raise DataError(f"{path}: split {name!r} (data.split={split!r}) is empty (0 samples)")
-    feats = {m: arrays[k][r].astype(np.float32)[:, None, :] for m, k in MODALITY_KEYS.items()}
-    masks = {m: np.ones((len(r), 1), bool) for m in MODALITY_KEYS}
+    feats = {m: arrays[MODALITY_KEYS[m]][r].astype(np.float32)[:, None, :] for m in mods}
+    masks = {m: np.ones((len(r), 1), bool) for m in mods}
     y = arrays[label_key][r]
     labels = y.astype(np.float32) if task == "regression" else y.astype(np.int32)
     splits[name] = Split(features=feats, masks=masks, labels=labels,
@@ -179,14 +182,13 @@ def read_utterance_npz(path: str, *, split: str = "poria", valid_fraction: float
 @DATASETS.register("mosi_utterance")
 def load_mosi_utterance(config) -> Dataset:
   """mosi_utterance_real.npz from config.data_dir (or config.data.file)."""
-  from mmfuse_jax.config import modalities
   path = resolve_file(config, "mosi_utterance", FILE_NAMES)
   log.info("reading utterance-level MOSI %s", path)
   return read_utterance_npz(path, split=config.data.split or "poria",
                             valid_fraction=float(config.data.valid_fraction),
                             split_seed=int(config.data.split_seed),
                             label_key=config.data.label_key or "label",
-                            modalities=modalities(config),
+                            modalities=config_modalities(config),
                             allow_leakage=bool(config.data.allow_leakage))
 
 

@@ -8,6 +8,7 @@ from typing import Any, Callable
 import jax.numpy as jnp
 import ml_collections
 
+from mmfuse_jax.errors import ConfigError
 from mmfuse_jax.registry import MODELS
 
 
@@ -51,6 +52,28 @@ class ModelSpec:
   doc: str = ""
   input_kind: str = "sequence"
   synthetic_setting: Callable[[ml_collections.ConfigDict], None] | None = None
+  min_modalities: int = 1
+  modality_reason: str = ""
+
+
+def check_model_modalities(spec: ModelSpec, requested: tuple[str, ...]) -> None:
+  """A ConfigError naming the model and what it needs when `requested` cannot feed it.
+
+  Checked before any data is read. `spec.modalities` are the ones the model can use;
+  it needs at least `spec.min_modalities` of them (MulT and MICA fuse pairs of modalities:
+  two or more; MCER all three). `spec.modality_reason` says why, in the message.
+  """
+  given = ",".join(requested) or "nothing"
+  unknown = [m for m in requested if m not in spec.modalities]
+  if unknown:
+    raise ConfigError(f"model {spec.name!r} reads the modalities {', '.join(spec.modalities)}; "
+                      f"--data.modalities={given} names {', '.join(unknown)}")
+  if len(requested) < spec.min_modalities:
+    need = ("all of " + ", ".join(spec.modalities)
+            if spec.min_modalities >= len(spec.modalities)
+            else f"at least {spec.min_modalities} modalities")
+    why = f" ({spec.modality_reason})" if spec.modality_reason else ""
+    raise ConfigError(f"model {spec.name!r} needs {need}{why}; got --data.modalities={given}")
 
 
 INPUT_KINDS = ("sequence", "utterance")

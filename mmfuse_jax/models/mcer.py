@@ -476,6 +476,8 @@ def synthetic_setting(c) -> None:
 SPEC = register_model(ModelSpec(
     name="mcer", build=lambda net, info: MCER(net, info), default_net=default_net,
     method="mcer", update_config=update_config, modalities=MODALITIES,
+    min_modalities=len(MODALITIES),
+    modality_reason="its unimodal and cross-modal tasks are defined on text, audio and vision",
     synthetic_setting=synthetic_setting,
     doc="MCER (Zhao et al. IJCNN 2024): M/S/C multi-task learning with VIBs, gated "
         "cross-modal transformers and SLGM/CLGM label generation."))

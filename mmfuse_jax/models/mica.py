@@ -246,4 +246,6 @@ def synthetic_setting(config: ml_collections.ConfigDict) -> None:
 SPEC = register_model(ModelSpec(
     name="mica", build=lambda net, info: MICAModel(net, info), default_net=default_net,
     regularizer=regularizer, update_config=_update_config, synthetic_setting=synthetic_setting,
+    min_modalities=2,
+    modality_reason="its crossmodal attention and alignment losses work on modality pairs",
     doc="Modality-Invariant Crossmodal Attention (Liang et al. 2021)"))

@@ -174,4 +174,6 @@ def _update_config(config: ml_collections.ConfigDict) -> None:
 
 SPEC = register_model(ModelSpec(
     name="mult", build=lambda net, info: MulTModel(net, info), default_net=default_net,
-    update_config=_update_config, doc="Multimodal Transformer (Tsai et al. 2019)"))
+    update_config=_update_config, min_modalities=2,
+    modality_reason="each modality attends to the others through crossmodal transformers",
+    doc="Multimodal Transformer (Tsai et al. 2019)"))

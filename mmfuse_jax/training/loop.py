@@ -28,7 +28,7 @@ from mmfuse_jax import config as config_lib
 from mmfuse_jax.data import iterate_batches, load_dataset, shard_batch
 from mmfuse_jax.data.core import Dataset, Split
 from mmfuse_jax.errors import ConfigError
-from mmfuse_jax.models.base import DataInfo
+from mmfuse_jax.models.base import DataInfo, check_model_modalities
 from mmfuse_jax.registry import METHODS, MODELS
 from mmfuse_jax.training import metrics as metrics_lib
 from mmfuse_jax.training.checkpoint import Checkpoints, abstract_like
@@ -79,6 +79,8 @@ def build_experiment(config, dataset: Dataset | None = None, data_stats: dict | 
   config_lib.validate_config(config)
   spec = MODELS.get(config.model)
   method_cls = METHODS.get(config.method or spec.method)
+  check_model_modalities(spec, config_lib.modalities(config) if dataset is None
+                         else dataset.modalities)
   if dataset is None:
     dataset, data_stats = load_dataset(config)
   info = DataInfo(modalities=dataset.modalities, feature_dims=dataset.feature_dims,

@@ -1,6 +1,6 @@
 """Evaluation metrics with the MMSA / MulT conventions (numpy, host side).
 
-See ../shared/notes/reference-implementations.md, "Standard metrics". Rounding for Acc-7
+Conventions of MMSA's metricsTop.py (docs/metrics.md). Rounding for Acc-7
 and Acc-5 is numpy's round-half-to-even, as in MMSA.
 """
 
