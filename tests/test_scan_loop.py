@@ -49,9 +49,10 @@ def _run(tmp_path, monkeypatch, model, ds, train_loop, **overrides):
     saved["extras"] = jax.device_get(state.extras)
     _SAVE_LATEST(self, step, state, meta)
 
-  def count(exp, *args):
-    calls.append(args[1].weights.shape)  # (steps, batch) of each compiled or cached scan
-    return _SCAN_EXECUTABLE(exp, *args)
+  def count(exp, *args, **kwargs):
+    xs = args[1]   # stacked batches, or stacked row plans with a device-resident split
+    calls.append((xs["rows"] if isinstance(xs, dict) else xs.weights).shape)  # (steps, batch)
+    return _SCAN_EXECUTABLE(exp, *args, **kwargs)
 
   monkeypatch.setattr(checkpoint_lib.Checkpoints, "save_latest", capture)
   monkeypatch.setattr(loop_lib, "scan_executable", count)
