@@ -153,19 +153,21 @@ class DeviceFeed:
     """The epoch's batches as plans: same seeded order, filler and buckets as the host."""
     orders = batch_orders(self.num_rows, self.batch_size, shuffle=True, seed=self.config.seed,
                           epoch=epoch, drop_last=False)
-    plans = []
-    for j, rows in enumerate(orders):
-      rows_p, valid = pad_rows(rows, self.batch_size)
-      lengths = batch_lengths(needed_steps(self.last_valid, rows), self.full, self.num_buckets)
-      more_rows = more_valid = None
-      if self.extra:
-        more = [pad_rows(orders[(j + 1 + k) % len(orders)], self.batch_size)
-                for k in range(self.extra)]
-        more_rows = np.stack([r for r, _ in more], 1).astype(np.int32)
-        more_valid = np.stack([v for _, v in more], 1)
-      plans.append(BatchPlan(rows_p.astype(np.int32), valid, tuple(sorted(lengths.items())),
-                             more_rows, more_valid))
-    return plans
+    return [self.plan(rows, [orders[(j + 1 + k) % len(orders)] for k in range(self.extra)])
+            for j, rows in enumerate(orders)]
+
+  def plan(self, rows: np.ndarray, more_rows=()) -> BatchPlan:
+    """The plan of one batch of `rows` (and of the further batches `more_rows`)."""
+    rows_p, valid = pad_rows(rows, self.batch_size)
+    lengths = batch_lengths(needed_steps(self.last_valid, np.asarray(rows)), self.full,
+                            self.num_buckets)
+    more_r = more_v = None
+    if len(more_rows):
+      more = [pad_rows(r, self.batch_size) for r in more_rows]
+      more_r = np.stack([r for r, _ in more], 1).astype(np.int32)
+      more_v = np.stack([v for _, v in more], 1)
+    return BatchPlan(rows_p.astype(np.int32), valid, tuple(sorted(lengths.items())), more_r,
+                     more_v)
 
   @staticmethod
   def plan_arrays(plan: BatchPlan) -> dict:

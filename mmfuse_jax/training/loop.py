@@ -259,11 +259,12 @@ def plan_runs(plans, pad: bool):
     yield lengths, {k: np.stack([a[k] for a in arrays]) for k in arrays[0]}, live, n
 
 
-def scan_epoch_device(exp: Experiment, feed: DeviceFeed, state, epoch: int, rng):
-  """Like `scan_epoch`, the batches gathered on device inside the scan from the split that
-  `feed` holds there: the host ships (steps, batch) row indices, nothing else."""
+def scan_epoch_device(exp: Experiment, feed: DeviceFeed, state, plans, rng):
+  """Like `scan_epoch` for the batch `plans` (`DeviceFeed.plans(epoch)`), each batch
+  gathered on device inside the scan from the split that `feed` holds there: the host
+  ships (steps, batch) row indices, nothing else."""
   outs, compile_s = [], 0.0
-  for lengths, xs, live, n in plan_runs(feed.plans(epoch), exp.config.data.num_buckets > 1):
+  for lengths, xs, live, n in plan_runs(plans, exp.config.data.num_buckets > 1):
     xs = feed.put_rows(xs, exp.stacked_sharding, axis=1)
     args = (state, xs, rng)
     if live is not None:
@@ -499,7 +500,8 @@ def train_and_evaluate(config, workdir: str, *, dataset: Dataset | None = None,
     if train_loop == "scan":
       # Host batching, transfer and every step are timed; compiling (ahead of time) is not.
       if feed.kind == "device":
-        state, step_metrics, compile_t = scan_epoch_device(exp, feed, state, epoch, train_rng)
+        state, step_metrics, compile_t = scan_epoch_device(exp, feed, state, feed.plans(epoch),
+                                                             train_rng)
       else:
         state, step_metrics, compile_t = scan_epoch(exp, state, list(feed.host_batches(epoch)),
                                                     train_rng)
