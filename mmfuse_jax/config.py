@@ -36,9 +36,14 @@ def base_config() -> ml_collections.ConfigDict:
   c.select_metric = ""           # empty: task default (MAE for regression, loss otherwise)
   c.select_mode = ""             # 'min' or 'max'; empty: task default
   c.progress = True
-  c.train_loop = "step"          # 'step': one jit call per batch; 'scan': each epoch's batches
-                                 # stacked on device, one lax.scan (docs/concepts.md)
-  c.scan_max_bytes = 2 * 1024 ** 3  # scan: above this (stacked epoch, upper bound) use 'step'
+  c.train_loop = "auto"          # 'step': one jit call per batch; 'scan': each epoch as one
+                                 # lax.scan (docs/concepts.md); 'auto': scan on GPU/TPU when
+                                 # the train split fits on the device, step on CPU
+  c.input_feed = "auto"          # 'device': train split on device, each epoch ships row
+                                 # indices; 'host': numpy batches prefetched 2 ahead; 'auto':
+                                 # device when it fits half the free device memory
+  c.scan_max_bytes = 2 * 1024 ** 3  # device input budget where the backend reports no memory
+                                 # (CPU); host-fed scan: above this (stacked epoch) use 'step'
   c.precision = "float32"        # 'bf16': bf16 forward/backward, float32 params, losses, optimizer
 
   c.data = ml_collections.ConfigDict()
@@ -225,8 +230,10 @@ def validate_config(c: ml_collections.ConfigDict) -> None:
   need(c.data.nan_policy in ("error", "zero"),
        f"data.nan_policy must be 'error' or 'zero', got {c.data.nan_policy!r}")
   need(c.select_mode in ("", "min", "max"), f"select_mode must be min or max, got {c.select_mode!r}")
-  need(c.get("train_loop", "step") in ("step", "scan"),
-       f"train_loop must be 'step' or 'scan', got {c.train_loop!r}")
+  need(c.get("train_loop", "auto") in ("auto", "step", "scan"),
+       f"train_loop must be 'auto', 'step' or 'scan', got {c.train_loop!r}")
+  need(c.get("input_feed", "auto") in ("auto", "device", "host"),
+       f"input_feed must be 'auto', 'device' or 'host', got {c.input_feed!r}")
   need(c.get("scan_max_bytes", 0) >= 0, f"scan_max_bytes must be >= 0, got {c.scan_max_bytes}")
   need(c.get("precision", "float32") in ("float32", "bf16"),
        f"precision must be 'float32' or 'bf16', got {c.precision!r}")

@@ -1,11 +1,12 @@
-"""python -m mmfuse_jax.export --workdir=DIR --out=PATH [--platforms=cpu,cuda]
+"""python -m mmfuse_jax.export --workdir=DIR --out=PATH [--platforms=cpu,cuda,tpu]
 
 Writes the validation-selected model of a training workdir to PATH:
   params.msgpack      the variables (flax.serialization msgpack; portable)
   orbax/              the same variables as an Orbax checkpoint
   inference.jax.bin   a serialized inference function (jax.export / StableHLO) taking raw
                       features and masks, with the train-fitted standardisation inside and a
-                      symbolic batch size
+                      symbolic batch size, lowered for every platform in --platforms
+                      (default cpu,cuda,tpu: made on a CPU, it runs on a GPU or TPU too)
   metadata.json       modalities, feature dims, time lengths, task, standardisation stats
 Load it without the training code with `mmfuse_jax.inference.load_exported(PATH)`.
 """
@@ -22,6 +23,8 @@ from mmfuse_jax.cli import parse_flags, run_main
 from mmfuse_jax.errors import ConfigError
 
 KNOWN = {"workdir": None, "out": None, "platforms": "", "help": None}
+# Platforms an export is lowered for unless told otherwise (jax.export names).
+DEFAULT_PLATFORMS = ("cpu", "cuda", "tpu")
 
 
 def _read_preprocessing(workdir: str) -> dict:
@@ -53,7 +56,10 @@ def inference_function(model, variables, pre: dict):
   return fn
 
 
-def export_workdir(workdir: str, out: str, platforms: tuple[str, ...] = ()) -> dict:
+def export_workdir(workdir: str, out: str, platforms: tuple[str, ...] = DEFAULT_PLATFORMS
+                   ) -> dict:
+  """Writes the workdir's selected model to `out` (module doc); the inference function is
+  lowered for each of `platforms` (empty: DEFAULT_PLATFORMS)."""
   import flax.serialization
   import jax
   import orbax.checkpoint as ocp
@@ -102,8 +108,8 @@ def export_workdir(workdir: str, out: str, platforms: tuple[str, ...] = ()) -> d
                                     np.float32) for m in info.modalities}
   spec_m = {m: jax.ShapeDtypeStruct((b, info.max_lengths[m]), np.bool_)
             for m in info.modalities}
-  kwargs = {"platforms": list(platforms)} if platforms else {}
-  exported = export.export(jax.jit(fn), **kwargs)(spec_f, spec_m)
+  exported = export.export(jax.jit(fn), platforms=list(platforms or DEFAULT_PLATFORMS))(
+      spec_f, spec_m)
   with open(os.path.join(out, "inference.jax.bin"), "wb") as f:
     f.write(exported.serialize())
   meta = {"model": config.model, "selected_epoch": restored.meta["epoch"],

@@ -6,8 +6,10 @@
 For every (model, shape) pair: compile time of the jit-compiled train step (first call) and
 the median steady-state step time over --steps calls after --warmup calls, each timed with
 block_until_ready. With --train_loop=scan also the training loop's two ways through an
-epoch of --steps steps, in the same run: the per-step loop (steps dispatched back to back,
-one sync at the end) and train_loop='scan' (the steps stacked on device, one compiled
+epoch of --steps steps, in the same run, each step on a fresh batch of a split of
+steps x batch rows held on device (as the loop feeds it, `training.feeding.DeviceFeed`):
+the per-step loop (row indices shipped and the batch gathered per step, steps dispatched
+back to back, one sync at the end) and train_loop='scan' (the gathers inside one compiled
 lax.scan); prints steps/s of both and their ratio. --precision=bf16 trains in bfloat16
 (float32 params). Inputs are synthetic data of exactly those shapes (the numbers depend on
 shapes, not values). Prints a table and optionally writes JSON with device and versions.
@@ -36,7 +38,8 @@ from mmfuse_jax import models  # noqa: F401
 from mmfuse_jax.data import make_synthetic, shard_batch
 from mmfuse_jax.data.pipeline import make_batch
 from mmfuse_jax.registry import MODELS
-from mmfuse_jax.training.loop import build_experiment, put_stacked, scan_executable
+from mmfuse_jax.training.feeding import DeviceFeed
+from mmfuse_jax.training.loop import build_experiment, scan_epoch_device
 
 # (lengths, feature dims) per modality
 SHAPES = {
@@ -49,25 +52,31 @@ SHAPES = {
 }
 
 
-def bench_epoch(exp, state, b, rng, steps: int, reps: int = 3) -> tuple[dict, object]:
-  """Steps/s of an epoch of `steps` steps: per-step loop vs one compiled lax.scan."""
+def bench_epoch(exp, state, rng, steps: int, shape: str, reps: int = 3) -> tuple[dict, object]:
+  """Steps/s of an epoch of `steps` steps on fresh batches: per-step loop vs one compiled
+  lax.scan, both fed from the split on device."""
+  lengths, dims = SHAPES[shape]
+  batch = exp.config.batch_size
+  ds = make_synthetic(1, sizes={"train": steps * batch, "valid": batch, "test": batch},
+                      dims=dims, lengths=lengths)
+  feed = DeviceFeed(exp.config, ds.splits["train"], exp.batch_sharding, exp.state_sharding,
+                    exp.method.extra_batches)
+  plans = feed.plans(0)
+  for p in plans[:1]:   # compile the gather
+    jax.block_until_ready(feed.batch(p))
   loop_times = []
   for _ in range(reps):
     t = time.perf_counter()
-    for _ in range(steps):
-      state, m = exp.train_step(state, b, rng)
+    for p in plans:
+      state, m = exp.train_step(state, feed.batch(p), rng)
     jax.block_until_ready(state)
     loop_times.append(time.perf_counter() - t)
-  host = jax.device_get(b)
-  xs = put_stacked(jax.tree_util.tree_map(lambda x: np.stack([x] * steps), host),
-                   exp.stacked_sharding)
-  fn, scan_compile_s = scan_executable(exp, state, xs, rng)
-  state, m = fn(state, xs, rng)  # warm-up epoch
+  state, _, scan_compile_s = scan_epoch_device(exp, feed, state, plans, rng)  # warm-up epoch
   jax.block_until_ready(state)
   scan_times = []
   for _ in range(reps):
     t = time.perf_counter()
-    state, m = fn(state, xs, rng)
+    state, _, _ = scan_epoch_device(exp, feed, state, plans, rng)
     jax.block_until_ready(state)
     scan_times.append(time.perf_counter() - t)
   loop_sps = steps / statistics.median(loop_times)
@@ -116,7 +125,7 @@ def bench(model: str, shape: str, batch: int, steps: int, warmup: int, overrides
          "step_s_median": med, "steps_per_s": 1.0 / med, "precision": c.precision,
          "params": int(sum(x.size for x in jax.tree_util.tree_leaves(state.params)))}
   if train_loop == "scan":
-    epoch, state = bench_epoch(exp, state, b, rng, steps)
+    epoch, state = bench_epoch(exp, state, rng, steps, shape)
     row.update(epoch)
   if torch_ref:
     row["torch_ref"] = _torch_ref(model, torch_ref, c, ds, lengths, dims, batch, steps, warmup,

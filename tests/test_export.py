@@ -5,6 +5,7 @@ import os
 
 import numpy as np
 import pytest
+from jax import export as jax_export
 
 from mmfuse_jax import export as export_cli
 from mmfuse_jax.data.pipeline import standardize
@@ -36,5 +37,9 @@ def test_export_roundtrip(tmp_path):
   np.testing.assert_allclose(one, expected[:1], rtol=1e-4, atol=1e-5)
   meta = json.load(open(os.path.join(out, "metadata.json")))
   assert meta["model"] == "mult" and meta["task"] == "regression"
+  # Lowered for CPU, GPU and TPU by default (made here on CPU, it still ran above on CPU).
+  with open(os.path.join(out, "inference.jax.bin"), "rb") as f:
+    exported = jax_export.deserialize(bytearray(f.read()))
+  assert tuple(exported.platforms) == ("cpu", "cuda", "tpu") == tuple(meta["platforms"])
   with pytest.raises(ValueError, match="expected shape"):
     predict({m: x[:, :2] for m, x in test_raw.features.items()})

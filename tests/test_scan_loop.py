@@ -11,6 +11,7 @@ import pytest
 
 from mmfuse_jax.data.pipeline import make_batch
 from mmfuse_jax.training import checkpoint as checkpoint_lib
+from mmfuse_jax.training import feeding
 from mmfuse_jax.training import loop as loop_lib
 from mmfuse_jax.training.loop import build_experiment, init_state, train_and_evaluate
 from tests.helpers import tiny_config, tiny_synthetic
@@ -49,9 +50,10 @@ def _run(tmp_path, monkeypatch, model, ds, train_loop, **overrides):
     saved["extras"] = jax.device_get(state.extras)
     _SAVE_LATEST(self, step, state, meta)
 
-  def count(exp, *args):
-    calls.append(args[1].weights.shape)  # (steps, batch) of each compiled or cached scan
-    return _SCAN_EXECUTABLE(exp, *args)
+  def count(exp, *args, **kwargs):
+    xs = args[1]   # stacked batches, or stacked row plans with a device-resident split
+    calls.append((xs["rows"] if isinstance(xs, dict) else xs.weights).shape)  # (steps, batch)
+    return _SCAN_EXECUTABLE(exp, *args, **kwargs)
 
   monkeypatch.setattr(checkpoint_lib.Checkpoints, "save_latest", capture)
   monkeypatch.setattr(loop_lib, "scan_executable", count)
@@ -113,7 +115,8 @@ def test_scan_with_buckets_runs_in_step_order():
   for b in batches:
     step_state, m = exp.train_step(step_state, b, rng)
     step_m.append(jax.device_get(m))
-  scan_state, scan_m, compile_s = loop_lib.scan_epoch(exp, state, batches, rng)
+  host_state = jax.tree_util.tree_map(jnp.copy, state)   # the scans donate their state
+  scan_state, scan_m, compile_s = loop_lib.scan_epoch(exp, host_state, batches, rng)
   assert compile_s > 0 and int(scan_state.step) == 5
   assert len(scan_m) == 5
   for x, y in zip(step_m, scan_m):
@@ -121,6 +124,14 @@ def test_scan_with_buckets_runs_in_step_order():
       np.testing.assert_allclose(y[k], x[k], rtol=1e-5, atol=1e-6, err_msg=k)
   jax.tree_util.tree_map(lambda p, q: np.testing.assert_allclose(q, p, rtol=1e-5, atol=1e-6),
                          jax.device_get(step_state.params), jax.device_get(scan_state.params))
+  # The first four batches gathered on device inside the scan (runs S S S + pad, L).
+  feed = feeding.DeviceFeed(c, split, exp.batch_sharding, exp.state_sharding)
+  plans = [feed.plan(np.array(r)) for r in rows[:4]]
+  dev_state, dev_m, _ = loop_lib.scan_epoch_device(exp, feed, state, plans, rng)
+  assert int(dev_state.step) == 4 and len(dev_m) == 4
+  for x, y in zip(step_m, dev_m):
+    for k in x:
+      np.testing.assert_allclose(y[k], x[k], rtol=1e-5, atol=1e-6, err_msg=k)
 
 
 def test_scan_with_method_state_mdm(tmp_path, monkeypatch):

@@ -4,6 +4,12 @@ Each checkpoint holds the TrainState and a JSON `meta` with the loop's state (ep
 history, best value, plateau counters), so a resumed run continues bit-for-bit.
 Orbax writes to a temporary directory and renames it: a killed run never leaves a
 half-written checkpoint behind.
+
+Paths go through etils.epath, as in Orbax: a workdir may be a local directory or a
+cloud URL such as gs://bucket/run (with the matching file-system package installed).
+On several hosts every process constructs `Checkpoints` on the SAME directory (shared file
+system or bucket) and calls save/restore together: Orbax writes each process's shards and
+process 0 commits the checkpoint.
 """
 
 from __future__ import annotations
@@ -12,20 +18,29 @@ import os
 
 import jax
 import orbax.checkpoint as ocp
+from etils import epath
 
 
-def _manager(directory: str) -> ocp.CheckpointManager:
+def checkpoint_dir(workdir: str, *names: str) -> epath.Path:
+  """`workdir/names...` as an epath.Path: local paths made absolute (Orbax wants them so),
+  URLs such as gs://bucket/run kept as they are."""
+  path = epath.Path(workdir)
+  if "://" not in str(workdir):
+    path = epath.Path(os.path.abspath(workdir))
+  return path.joinpath(*names)
+
+
+def _manager(directory: epath.Path) -> ocp.CheckpointManager:
   return ocp.CheckpointManager(
-      os.path.abspath(directory),
+      directory,
       options=ocp.CheckpointManagerOptions(max_to_keep=1, create=True,
                                            enable_async_checkpointing=False))
 
 
 class Checkpoints:
   def __init__(self, workdir: str):
-    root = os.path.join(workdir, "checkpoints")
-    self.latest = _manager(os.path.join(root, "latest"))
-    self.best = _manager(os.path.join(root, "best"))
+    self.latest = _manager(checkpoint_dir(workdir, "checkpoints", "latest"))
+    self.best = _manager(checkpoint_dir(workdir, "checkpoints", "best"))
 
   @staticmethod
   def _save(manager, step: int, state, meta: dict) -> None:

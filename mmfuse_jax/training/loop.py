@@ -1,8 +1,11 @@
 """`train_and_evaluate(config, workdir)`: the training loop every method shares.
 
 One jit-compiled train step over a 1-D device mesh (batch sharded on 'data', state
-replicated), or with train_loop='scan' the epoch's steps in one compiled lax.scan over
-device-resident stacked batches (same batches, order and results); epochs of seeded
+replicated), or with train_loop='scan' the epoch's steps in one compiled lax.scan (same
+batches, order and results; train_loop='auto' picks scan on GPU/TPU when the train split fits
+on the device, the step loop on CPU). The input comes from `training.feeding`: the train
+split on device and only row indices shipped per epoch, or host batches prefetched two
+ahead; on several hosts each process feeds only its own rows. Epochs of seeded
 shuffles, validation after every epoch, selection and early stopping on the validation
 split only, Orbax checkpoints (latest + best) with automatic resume, metrics to
 metrics.jsonl and TensorBoard, and results.json at the end with the selected checkpoint's
@@ -32,6 +35,7 @@ from mmfuse_jax.models.base import DataInfo, check_model_modalities
 from mmfuse_jax.registry import METHODS, MODELS
 from mmfuse_jax.training import metrics as metrics_lib
 from mmfuse_jax.training.checkpoint import Checkpoints, abstract_like
+from mmfuse_jax.training.feeding import DeviceFeed, choose_feed, gather_batch, make_feed
 from mmfuse_jax.training.mesh import (batch_sharding, make_data_mesh,
                                       maybe_initialize_distributed, replicated)
 
@@ -39,7 +43,7 @@ log = logging.getLogger(__name__)
 
 # Config fields that may change between a run and its resumption.
 RESUMABLE_FIELDS = ("epochs", "progress", "patience", "eval_batch_size", "train_loop",
-                    "scan_max_bytes")
+                    "scan_max_bytes", "input_feed")
 
 
 @dataclasses.dataclass
@@ -61,6 +65,8 @@ class Experiment:
   train_scan: Any = None          # (state, stacked batches, rng) -> (state, stacked metrics)
   train_scan_masked: Any = None   # the same with a (steps,) bool `live` mask (padded runs)
   stacked_sharding: Any = None    # stacked batches: steps axis replicated, batch axis on 'data'
+  train_scan_rows: Any = None     # (state, device split, stacked row plans, rng, lengths)
+  train_scan_rows_masked: Any = None  # the same with a `live` mask before `lengths`
   scan_cache: dict = dataclasses.field(default_factory=dict)  # compiled scans by shapes
 
   @property
@@ -107,16 +113,31 @@ def build_experiment(config, dataset: Dataset | None = None, data_stats: dict | 
   train_scan_masked = jax.jit(lambda st, xs, rng, live: scan_steps(method, st, xs, rng, live),
                               in_shardings=(r_sh, s_sh, r_sh, r_sh),
                               out_shardings=(r_sh, r_sh), donate_argnums=(0,))
+  # Epoch scans over a device-resident split: each step gathers its batch from row indices.
+  def rows_scan(st, split, xs, rng, lengths, live=None):
+    return scan_steps(method, st, xs, rng, live,
+                      to_batch=lambda x: gather_batch(split, x, lengths))
+  train_scan_rows = jax.jit(lambda st, split, xs, rng, lengths: rows_scan(st, split, xs, rng,
+                                                                         lengths),
+                            static_argnums=(4,), in_shardings=(r_sh, r_sh, s_sh, r_sh),
+                            out_shardings=(r_sh, r_sh), donate_argnums=(0,))
+  train_scan_rows_masked = jax.jit(rows_scan, static_argnums=(4,),
+                                   in_shardings=(r_sh, r_sh, s_sh, r_sh, r_sh),
+                                   out_shardings=(r_sh, r_sh), donate_argnums=(0,))
   return Experiment(config, dataset, data_stats or {}, info, spec, model, method, mesh, b_sh,
-                    r_sh, train_step, eval_step, init_fn, train_scan, train_scan_masked, s_sh)
+                    r_sh, train_step, eval_step, init_fn, train_scan, train_scan_masked, s_sh,
+                    train_scan_rows, train_scan_rows_masked)
 
 
 # --- compiled epochs (train_loop='scan') ------------------------------------------------
-def scan_steps(method, state, batches, rng, live=None):
+def scan_steps(method, state, batches, rng, live=None, to_batch=None):
   """`method.train_step` over the leading (steps) axis of stacked `batches` under
   lax.scan; returns (state, metrics stacked per step). Steps whose `live` flag is False
-  (padding of a bucketed run) leave the state unchanged and report zero metrics."""
+  (padding of a bucketed run) leave the state unchanged and report zero metrics.
+  to_batch: maps each step's slice to its Batch (row indices gathered on device)."""
   def step(s, b):
+    if to_batch is not None:
+      b = to_batch(b)
     return method.train_step(s, b, rng)
   if live is None:
     return jax.lax.scan(step, state, batches)
@@ -165,23 +186,34 @@ def stack_runs(batches, pad: bool):
     yield jax.tree_util.tree_map(lambda *xs: np.stack(xs), *run), live, n
 
 
-def put_stacked(tree, sharding):
-  """Stacked host batches onto the mesh (axis 1, the batch axis, split over 'data')."""
+def put_stacked(tree, sharding, global_batch: int | None = None):
+  """Stacked host batches onto the mesh (axis 1, the batch axis, split over 'data'). On
+  several hosts `tree` holds this process's rows of a global batch of `global_batch` rows."""
   if jax.process_count() > 1:
-    return jax.tree_util.tree_map(
-        lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), tree)
+    def put(x):
+      x = np.asarray(x)
+      return jax.make_array_from_process_local_data(
+          sharding, x, x.shape[:1] + (global_batch or x.shape[1],) + x.shape[2:])
+    return jax.tree_util.tree_map(put, tree)
   return jax.device_put(tree, sharding)
 
 
-def scan_executable(exp: Experiment, state, xs, rng, live=None):
+def scan_executable(exp: Experiment, state, xs, rng, live=None, *, split=None, lengths=None):
   """The compiled scan for these stacked shapes (cached on exp); (executable, seconds spent
   compiling now, 0 when cached). Compiling ahead of time keeps compile_s separate from the
-  measured training time."""
-  key = (live is None, _shapes(xs))
+  measured training time. With `split` (a device-resident split), xs holds stacked row
+  plans and `lengths` the run's static time lengths; the executable then takes
+  (state, split, xs, rng[, live])."""
+  key = (live is None, lengths, _shapes(xs))
   if key in exp.scan_cache:
     return exp.scan_cache[key], 0.0
   t = time.perf_counter()
-  if live is None:
+  if split is not None:
+    if live is None:
+      fn = exp.train_scan_rows.lower(state, split, xs, rng, lengths).compile()
+    else:
+      fn = exp.train_scan_rows_masked.lower(state, split, xs, rng, lengths, live).compile()
+  elif live is None:
     fn = exp.train_scan.lower(state, xs, rng).compile()
   else:
     fn = exp.train_scan_masked.lower(state, xs, rng, live).compile()
@@ -196,13 +228,52 @@ def scan_epoch(exp: Experiment, state, batches, rng):
   pad = exp.config.data.num_buckets > 1
   outs, compile_s = [], 0.0
   for stacked, live, n in stack_runs(batches, pad):
-    xs = put_stacked(stacked, exp.stacked_sharding)
+    xs = put_stacked(stacked, exp.stacked_sharding, exp.config.batch_size)
     args = (state, xs, rng)
     if live is not None:
       args += (jax.device_put(live, exp.state_sharding),)
     fn, dt = scan_executable(exp, *args)
     compile_s += dt
     state, m = fn(*args)
+    outs.append((m, n))
+  outs = jax.device_get(outs)
+  rows = [{k: v[i] for k, v in m.items()} for m, n in outs for i in range(n)]
+  return state, rows, compile_s
+
+
+def plan_runs(plans, pad: bool):
+  """Consecutive plans of equal lengths stacked on a new leading axis, in epoch order:
+  yields (lengths, stacked index arrays, live mask or None, number of real steps); with pad
+  a run is padded to the next power of two like `stack_runs`."""
+  runs = []
+  for p in plans:
+    if runs and runs[-1][0] == p.lengths:
+      runs[-1][1].append(p)
+    else:
+      runs.append((p.lengths, [p]))
+  for lengths, run in runs:
+    n, live = len(run), None
+    if pad:
+      size = 1 << (n - 1).bit_length()
+      run = run + [run[-1]] * (size - n)
+      live = np.arange(size) < n
+    arrays = [DeviceFeed.plan_arrays(p) for p in run]
+    yield lengths, {k: np.stack([a[k] for a in arrays]) for k in arrays[0]}, live, n
+
+
+def scan_epoch_device(exp: Experiment, feed: DeviceFeed, state, plans, rng):
+  """Like `scan_epoch` for the batch `plans` (`DeviceFeed.plans(epoch)`), each batch
+  gathered on device inside the scan from the split that `feed` holds there: the host
+  ships (steps, batch) row indices, nothing else."""
+  outs, compile_s = [], 0.0
+  for lengths, xs, live, n in plan_runs(plans, exp.config.data.num_buckets > 1):
+    xs = feed.put_rows(xs, exp.stacked_sharding, axis=1)
+    args = (state, xs, rng)
+    if live is not None:
+      args += (jax.device_put(live, exp.state_sharding),)
+    fn, dt = scan_executable(exp, *args, split=feed.split, lengths=lengths)
+    compile_s += dt
+    state, m = fn(state, feed.split, *args[1:])   # `lengths` is compiled in
     outs.append((m, n))
   outs = jax.device_get(outs)
   rows = [{k: v[i] for k, v in m.items()} for m, n in outs for i in range(n)]
@@ -223,12 +294,26 @@ def scan_bytes_bound(exp: Experiment) -> int:
   return per * steps * (2 if exp.config.data.num_buckets > 1 else 1)
 
 
-def resolve_train_loop(exp: Experiment) -> str:
-  """'scan' or 'step': the configured loop, or 'step' (with a warning) when the stacked
-  epoch could exceed scan_max_bytes."""
+def resolve_train_loop(exp: Experiment, feed_kind: str | None = None) -> str:
+  """'scan' or 'step' for config.train_loop.
+
+  'auto': the step loop on CPU (a scan gains nothing there and compiles longer); on GPU/TPU
+  the scan when the train split lives on the device (input feed 'device', which 'auto'
+  chooses when the split fits the device's free memory, `feeding.device_memory_budget`),
+  else the step loop with host batches prefetched. 'scan': the scan; with host-fed input
+  the epoch is stacked on the host first, and above scan_max_bytes it falls back to 'step'
+  with a warning."""
   config = exp.config
-  if config.get("train_loop", "step") != "scan":
+  loop = config.get("train_loop", "auto")
+  if loop == "step":
     return "step"
+  kind = feed_kind or choose_feed(config, exp.dataset.splits["train"])
+  if loop == "auto":
+    if exp.mesh.devices.flat[0].platform == "cpu":
+      return "step"
+    return "scan" if kind == "device" else "step"
+  if kind == "device":
+    return "scan"   # the split is already on the device; the scan adds only row indices
   bound = scan_bytes_bound(exp)
   if bound > config.scan_max_bytes:
     log.warning("train_loop='scan': a stacked epoch may take %.1f MiB > scan_max_bytes "
@@ -399,8 +484,9 @@ def train_and_evaluate(config, workdir: str, *, dataset: Dataset | None = None,
   writers = _Writers(workdir, loop["history"])
   train_rng = jax.random.split(jax.random.PRNGKey(config.seed))[1]
   train_split, valid_split = exp.dataset.splits["train"], exp.dataset.splits["valid"]
-  train_loop = resolve_train_loop(exp)
   extra = exp.method.extra_batches   # further batches per step (MDM's critic updates)
+  feed = make_feed(config, train_split, exp.batch_sharding, exp.state_sharding, extra)
+  train_loop = resolve_train_loop(exp, feed.kind)
   start_epoch = loop["epoch"]
 
   from tqdm.auto import tqdm
@@ -415,15 +501,19 @@ def train_and_evaluate(config, workdir: str, *, dataset: Dataset | None = None,
     first_step_time = None
     if train_loop == "scan":
       # Host batching, transfer and every step are timed; compiling (ahead of time) is not.
-      state, step_metrics, compile_t = scan_epoch(
-          exp, state, list(train_batches(config, train_split, epoch, extra)), train_rng)
+      if feed.kind == "device":
+        state, step_metrics, compile_t = scan_epoch_device(exp, feed, state, feed.plans(epoch),
+                                                             train_rng)
+      else:
+        state, step_metrics, compile_t = scan_epoch(exp, state, list(feed.host_batches(epoch)),
+                                                    train_rng)
       t_train = time.perf_counter() - t0 - compile_t
       n_steps = len(step_metrics)
       if epoch == start_epoch and not loop["compile_s"]:
         loop["compile_s"] = compile_t
     else:
-      for batch in train_batches(config, train_split, epoch, extra):
-        state, m = exp.train_step(state, shard_batch(batch, exp.batch_sharding), train_rng)
+      for batch in feed.epoch(epoch):
+        state, m = exp.train_step(state, batch, train_rng)
         step_metrics.append(m)
         if first_step_time is None and epoch == start_epoch and not loop["compile_s"]:
           jax.block_until_ready(state.step)
@@ -490,7 +580,7 @@ def train_and_evaluate(config, workdir: str, *, dataset: Dataset | None = None,
       "stopped_early": loop["stopped_early"], "valid": valid_final, "test": test_final,
       "baseline": {"predictor": baseline_name, "test": baseline_test},
       "num_devices": exp.num_devices, "wall_time_s": time.perf_counter() - wall_start,
-      "compile_s": loop["compile_s"], "train_loop": train_loop,
+      "compile_s": loop["compile_s"], "train_loop": train_loop, "input_feed": feed.kind,
       "train_steps_per_s": steps / loop["train_time_s"] if loop["train_time_s"] > 0 else None,
       "config": config.to_dict(),
       "data": {"source": exp.dataset.source,
