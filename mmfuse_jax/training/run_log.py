@@ -84,6 +84,12 @@ def _wandb_run_id(workdir: str) -> str:
   return run_id
 
 
+def _run_name(workdir: str) -> str:
+  """The workdir's last two path components ('lr=1e-3/seed_1' in a sweep)."""
+  parts = os.path.normpath(os.path.abspath(workdir)).split(os.sep)
+  return "/".join(parts[-2:])
+
+
 class RunLog:
   """Writes each epoch's row to every destination (process 0 only)."""
 
@@ -107,7 +113,7 @@ class RunLog:
     if config.get("wandb", ""):
       wandb = import_wandb()
       self.wandb_run = wandb.init(project=config.wandb, id=_wandb_run_id(workdir),
-                                  name=os.path.basename(os.path.normpath(workdir)),
+                                  name=_run_name(workdir),
                                   dir=workdir, config=config.to_dict(), resume="allow")
 
   def _write_csv(self) -> None:
