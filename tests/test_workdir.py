@@ -157,3 +157,73 @@ def test_cli_refuses_stale_workdir_with_exit_2(tmp_path, capsys):
   assert rc == 2 and "optim.lr" in err and "net.num_layers" in err and "Traceback" not in err
   assert train.main(["--model=mult", f"--workdir={work}"]) == 0
   assert "mae=2.0000" in capsys.readouterr().out
+
+
+class _FakeWandbRun:
+  def __init__(self, calls):
+    self.calls, self.summary = calls, {}
+
+  def log(self, data, step):
+    self.calls.append(("log", step, dict(data)))
+
+  def finish(self):
+    self.calls.append(("finish",))
+
+
+class _FakeWandb:
+  def __init__(self):
+    self.calls = []
+
+  def init(self, **kwargs):
+    self.calls.append(("init", kwargs))
+    self.run = _FakeWandbRun(self.calls)
+    return self.run
+
+
+def test_wandb_logging_with_a_fake_module(tmp_path, monkeypatch):
+  import sys
+  from mmfuse_jax.training.run_log import RunLog
+  fake = _FakeWandb()
+  monkeypatch.setitem(sys.modules, "wandb", fake)
+  c = tiny_config("lmf", wandb="my-project")
+  work = str(tmp_path / "sweep" / "seed_1")
+  os.makedirs(work)
+  history = [{"epoch": 1, "lr": 0.1, "lr_scale": 1.0, "selected": True,
+              "train": {"loss": 2.0}, "valid": {"mae": 1.5}}]
+  log = RunLog(work, history, c)
+  log.write({"epoch": 2, "lr": 0.05, "lr_scale": 0.5, "selected": False,
+             "train": {"loss": 1.0}, "valid": {"mae": 1.25}})
+  log.finish({"selected_epoch": 1, "valid": {"mae": 1.5}, "test": {"mae": 1.75}})
+  (kind, init), (_, step, data), (end,) = fake.calls
+  assert kind == "init" and init["project"] == "my-project" and init["name"] == "sweep/seed_1"
+  assert init["config"]["wandb"] == "my-project" and init["resume"] == "allow"
+  assert step == 2 and data == {"lr": 0.05, "lr_scale": 0.5, "train/loss": 1.0,
+                                "valid/mae": 1.25, "epoch": 2}
+  assert end == "finish" and fake.run.summary["selected/test/mae"] == 1.75
+  # A resumed run logs to the same W&B run id; its csv is rewritten from its history.
+  RunLog(work, history, c).finish()
+  assert fake.calls[3][1]["id"] == init["id"]
+  table = list(csv.DictReader(open(os.path.join(work, "metrics.csv"))))
+  assert [t["epoch"] for t in table] == ["1"]  # rewritten from the (resumed) history
+
+
+def test_wandb_missing_is_a_clear_cli_error(capsys, monkeypatch):
+  import sys
+  monkeypatch.setitem(sys.modules, "wandb", None)
+  assert train.main(["--model=lmf", "--wandb=proj", "--epochs=1"]) == 2
+  assert "pip install wandb" in capsys.readouterr().err
+
+
+def test_learning_rate_matches_schedules_by_hand():
+  from mmfuse_jax.training.run_log import learning_rate
+  optim = tiny_config("lmf").optim
+  optim.lr, optim.schedule, optim.step_epochs, optim.step_factor = 0.1, "step", 2, 0.5
+  # 3 steps per epoch: steps 0-5 at 0.1, 6-11 at 0.05 (one decay every 2 epochs)
+  assert learning_rate(optim, 3, 5, 1.0) == pytest.approx(0.1)
+  assert learning_rate(optim, 3, 6, 1.0) == pytest.approx(0.05)
+  assert learning_rate(optim, 3, 12, 0.1) == pytest.approx(0.0025)
+  optim.schedule, optim.cyclic_max_lr, optim.cyclic_half_period_epochs = "cyclic", 0.5, 1.0
+  # half period 3 steps: 0.1 at step 0, up to 0.5 at step 3, 0.1 + 0.4 / 3 at step 1
+  assert learning_rate(optim, 3, 0, 1.0) == pytest.approx(0.1)
+  assert learning_rate(optim, 3, 3, 1.0) == pytest.approx(0.5)
+  assert learning_rate(optim, 3, 1, 1.0) == pytest.approx(0.1 + 0.4 / 3)
