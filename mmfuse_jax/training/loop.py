@@ -5,7 +5,8 @@ replicated), or with train_loop='scan' the epoch's steps in one compiled lax.sca
 device-resident stacked batches (same batches, order and results); epochs of seeded
 shuffles, validation after every epoch, selection and early stopping on the validation
 split only, Orbax checkpoints (latest + best) with automatic resume, metrics to
-metrics.jsonl and TensorBoard, and results.json at the end with the selected checkpoint's
+metrics.jsonl/metrics.csv, TensorBoard and optionally W&B (run_log.py), a workdir
+that answers only for its own config (workdir.py), and results.json at the end with the selected checkpoint's
 validation and test metrics. The test split is evaluated once, for the selected checkpoint,
 and never used to choose anything.
 """
@@ -32,10 +33,10 @@ from mmfuse_jax.models.base import DataInfo
 from mmfuse_jax.registry import METHODS, MODELS
 from mmfuse_jax.training import metrics as metrics_lib
 from mmfuse_jax.training.checkpoint import Checkpoints, abstract_like
-from mmfuse_jax.training.run_log import RunLog, learning_rate, now_iso
-from mmfuse_jax.training.workdir import prepare_workdir, replay_early_stopping
 from mmfuse_jax.training.mesh import (batch_sharding, make_data_mesh,
                                       maybe_initialize_distributed, replicated)
+from mmfuse_jax.training.run_log import RunLog, learning_rate, now_iso
+from mmfuse_jax.training.workdir import prepare_workdir, replay_early_stopping
 
 log = logging.getLogger(__name__)
 
