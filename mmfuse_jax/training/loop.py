@@ -4,10 +4,10 @@ One jit-compiled train step over a 1-D device mesh (batch sharded on 'data', sta
 replicated), or with train_loop='scan' the epoch's steps in one compiled lax.scan over
 device-resident stacked batches (same batches, order and results); epochs of seeded
 shuffles, validation after every epoch, selection and early stopping on the validation
-split only, Orbax checkpoints (latest + best) with automatic resume, metrics to
-metrics.jsonl/metrics.csv, TensorBoard and optionally W&B (run_log.py), a workdir
-that answers only for its own config (workdir.py), and results.json at the end with the selected checkpoint's
-validation and test metrics. The test split is evaluated once, for the selected checkpoint,
+split only, Orbax checkpoints (latest + best) with automatic resume in a workdir that
+answers only for its own config (workdir.py), metrics to metrics.jsonl/metrics.csv,
+TensorBoard and optionally W&B (run_log.py), and results.json at the end with the selected
+checkpoint's validation and test metrics. The test split is evaluated once, for the selected checkpoint,
 and never used to choose anything.
 """
 
