@@ -7,8 +7,8 @@ shuffles, validation after every epoch, selection and early stopping on the vali
 split only, Orbax checkpoints (latest + best) with automatic resume in a workdir that
 answers only for its own config (workdir.py), metrics to metrics.jsonl/metrics.csv,
 TensorBoard and optionally W&B (run_log.py), and results.json at the end with the selected
-checkpoint's validation and test metrics. The test split is evaluated once, for the selected checkpoint,
-and never used to choose anything.
+checkpoint's validation and test metrics. The test split is evaluated once, for the selected
+checkpoint, and never used to choose anything.
 """
 
 from __future__ import annotations
