@@ -35,8 +35,9 @@ def require_plot_packages() -> None:
     except ImportError:
       missing.append("scikit-learn" if name == "sklearn" else name)
   if missing:
-    raise ConfigError(f"--plots needs {' and '.join(missing)}, not installed: "
-                      f'pip install "mmfuse_jax[plots]"')
+    raise ConfigError(f"--plots needs {' and '.join(missing)}, not installed: install the "
+                      f"'plots' extra (pip install \".[plots]\" in the mmfuse_jax checkout) or "
+                      f"pip install matplotlib scikit-learn")
 
 
 def load_workdir_config(workdir: str, data_dir: str | None = None):

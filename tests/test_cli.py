@@ -121,7 +121,7 @@ def test_evaluate_plots_without_matplotlib_fails_before_evaluating(tmp_path, cap
   monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib -> ImportError
   assert evaluate.main([f"--workdir={tmp_path}", "--plots"]) == 2
   err = capsys.readouterr().err
-  assert "matplotlib" in err and 'pip install "mmfuse_jax[plots]"' in err
+  assert "matplotlib" in err and 'pip install ".[plots]"' in err
 
 
 def test_console_scripts_point_at_mains():
