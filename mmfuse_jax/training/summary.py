@@ -1,8 +1,9 @@
 """Sweep results as a table: mean +- std over seeds per combination, selected on validation.
 
 Pure functions of the runs' results.json dicts (no JAX), used by `mmfuse_jax.sweep`:
-`combination_row` aggregates the seeds of one combination, `select_combination` picks the
-best validation mean of the selection metric, `markdown_table` / `csv_table` render them.
+`combination_row` aggregates the seeds of one combination (metrics in sorted order),
+`select_combination` picks the best validation mean of the selection metric,
+`markdown_table` / `csv_table` render them.
 The standard deviation is the population one (numpy's default, ddof=0), as in summary.json.
 Test metrics appear for the selected combination only: each run evaluated its test split
 once, for its validation-selected checkpoint, and nothing is chosen on them.
@@ -28,7 +29,8 @@ def combination_row(name: str, params: dict, runs: list[dict]) -> dict:
   metric over its runs (results.json dicts, one per seed)."""
   row = {"name": name, "params": dict(params), "seeds": [r["seed"] for r in runs]}
   for split in ("valid", "test"):
-    keys = [k for k in runs[0][split] if all(k in r[split] for r in runs)]
+    # Sorted, as results.json stores them: a rerun that reads the files gives the same table.
+    keys = sorted(k for k in runs[0][split] if all(k in r[split] for r in runs))
     row[split] = {k: mean_std([r[split][k] for r in runs]) for k in keys}
   return row
 
