@@ -45,6 +45,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.scan_max_bytes = 2 * 1024 ** 3  # device input budget where the backend reports no memory
                                  # (CPU); host-fed scan: above this (stacked epoch) use 'step'
   c.precision = "float32"        # 'bf16': bf16 forward/backward, float32 params, losses, optimizer
+  c.wandb = ""                   # Weights & Biases project to log metrics to; empty: off
 
   c.data = ml_collections.ConfigDict()
   c.data.modalities = "text,audio,vision"
@@ -89,6 +90,20 @@ def base_config() -> ml_collections.ConfigDict:
   c.loss.task = ""               # empty: 'l1' for regression, 'ce' for classes
   c.net = ml_collections.ConfigDict()
   return c
+
+
+# Fields a run may change between a run and its resumption in the same workdir: every other
+# field names a different experiment, and a workdir holding one refuses the other.
+# - epochs, patience: how long to train. Neither changes a step already taken; the loop
+#   replays early stopping from the saved history with the new values, so raising epochs on a
+#   finished run continues it exactly as one uninterrupted run with that many epochs (one
+#   that would already have stopped earlier is refused).
+# - progress, wandb: what is displayed and where metrics are logged.
+# - eval_batch_size: how validation/test rows are batched (deterministic predictions).
+# - train_loop, scan_max_bytes: per-step jit or one lax.scan per epoch; the same steps in
+#   the same order (equal up to float rounding, tests/test_scan_loop.py).
+RESUMABLE_FIELDS = frozenset({"epochs", "patience", "progress", "wandb", "eval_batch_size",
+                              "train_loop", "scan_max_bytes", "input_feed"})
 
 
 # The built-in synthetic dataset for each kind of model input (ModelSpec.input_kind).

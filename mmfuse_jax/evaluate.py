@@ -10,6 +10,7 @@ and reports Acc-2(corrupt) / Acc-2 (MDM Sec. 5.3); --splits then names the split
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import sys
@@ -19,6 +20,24 @@ from mmfuse_jax.errors import ConfigError
 
 KNOWN = {"workdir": None, "data_dir": None, "splits": "valid,test", "help": None,
          "json": None, "plots": None, "drop": None}
+
+
+PLOT_PACKAGES = ("matplotlib", "sklearn")  # pyproject's [plots] extra: matplotlib, scikit-learn
+
+
+def require_plot_packages() -> None:
+  """A ConfigError with the install command when a package --plots needs is missing (checked
+  before anything is evaluated)."""
+  missing = []
+  for name in PLOT_PACKAGES:
+    try:
+      importlib.import_module(name)
+    except ImportError:
+      missing.append("scikit-learn" if name == "sklearn" else name)
+  if missing:
+    raise ConfigError(f"--plots needs {' and '.join(missing)}, not installed: install the "
+                      f"'plots' extra (pip install \".[plots]\" in the mmfuse_jax checkout) or "
+                      f"pip install matplotlib scikit-learn")
 
 
 def load_workdir_config(workdir: str, data_dir: str | None = None):
@@ -73,6 +92,8 @@ def _main(argv: list[str]) -> int:
   if not flags["workdir"]:
     raise ConfigError("--workdir is required")
   splits = tuple(s.strip() for s in flags["splits"].split(",") if s.strip())
+  if flags["plots"]:
+    require_plot_packages()
   if flags["drop"]:
     return _drop_main(flags)
   out = evaluate_workdir(flags["workdir"], splits, flags["data_dir"], plots=bool(flags["plots"]))

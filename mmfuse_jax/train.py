@@ -1,11 +1,17 @@
 """python -m mmfuse_jax.train --model=NAME [--dataset=NAME] [--data_dir=PATH] [--workdir=DIR]
 [--epochs=N] [--seed=N | --seeds=1,2,3] [--batch_size=N] [--config=FILE] [--preset=none]
-[--any.config.field=V]
+[--compile_cache=PATH|none] [--wandb=PROJECT] [--any.config.field=V]
 
 Without --dataset a model trains on its built-in synthetic dataset ('synthetic' for sequence
 models, 'synthetic_utterance' for utterance-level models such as ARGF) with the model's
 synthetic preset (settings that learn that data in minutes on a CPU; --preset=none keeps the
 paper defaults). --dataset/--data_dir name real files.
+
+Without --workdir a run goes to runs/MODEL-DATASET-seedS, plus a short hash of the fields
+that differ from --model's defaults (epochs, patience and display/logging fields aside).
+A workdir holding a finished run of the same config returns its results; one holding a
+different config is an error; raising --epochs on a finished run continues it. Compiled
+steps are kept in a persistent cache (default ~/.cache/mmfuse_jax/jax; --compile_cache).
 """
 
 from __future__ import annotations
@@ -14,10 +20,13 @@ import json
 import sys
 
 from mmfuse_jax.cli import parse_flags, run_main
+from mmfuse_jax.training import compile_cache
+from mmfuse_jax.training.run_log import import_wandb
+from mmfuse_jax.training.workdir import default_workdir
 
 KNOWN = {"model": "mult", "dataset": None, "data_dir": None, "workdir": None, "epochs": None,
          "seed": None, "seeds": None, "batch_size": None, "config": None, "preset": None,
-         "help": None}
+         "compile_cache": None, "help": None}
 
 
 def usage(model: str = "mult") -> str:
@@ -65,10 +74,6 @@ def build_config(flags: dict, overrides: dict):
   return config
 
 
-def default_workdir(config) -> str:
-  return f"runs/{config.model}-{config.dataset}-seed{config.seed}"
-
-
 def describe_defaults(config, flags: dict) -> str:
   """What a run without --dataset/--config trains on, and which preset changed what."""
   from mmfuse_jax import config as config_lib
@@ -94,6 +99,9 @@ def _main(argv: list[str]) -> int:
     print(usage(flags["model"]))
     return 0
   config = build_config(flags, overrides)
+  if config.wandb:
+    import_wandb()  # a missing package fails here, before any data is read
+  compile_cache.enable(flags["compile_cache"])
   note = describe_defaults(config, flags)
   if note:
     print(note, flush=True)

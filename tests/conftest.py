@@ -5,6 +5,8 @@ import os
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# The CLIs turn on a persistent compilation cache in ~/.cache by default; tests leave it off.
+os.environ.setdefault("MMFUSE_COMPILE_CACHE", "none")
 
 import pytest  # noqa: E402
 

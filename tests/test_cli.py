@@ -100,3 +100,39 @@ def test_every_config_file_loads_and_validates():
     config_lib.validate_config(c)
     folder = os.path.basename(os.path.dirname(path))
     assert c.model == folder or folder == "mdm", (path, c.model)
+
+
+def test_help_of_a_model_lists_its_own_net_fields(capsys):
+  for argv in (["--model=rerd", "--help"], ["--help", "--model", "rerd"]):
+    assert train.main(argv) == 0
+    out = capsys.readouterr().out
+    listed = {line.strip()[2:].split("=", 1)[0] for line in out.splitlines()
+              if line.strip().startswith("--net.")}
+    expected = {f"net.{k}" for k in config_lib.get_config("rerd").net.keys()}
+    assert "net (rerd):" in out and listed == expected
+    assert listed != {f"net.{k}" for k in config_lib.get_config("mult").net.keys()}
+
+
+def test_evaluate_plots_without_matplotlib_fails_before_evaluating(tmp_path, capsys,
+                                                                    monkeypatch):
+  def no_eval(*a, **k):
+    raise AssertionError("evaluated before checking the plot packages")
+  monkeypatch.setattr(evaluate, "evaluate_workdir", no_eval)
+  monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib -> ImportError
+  assert evaluate.main([f"--workdir={tmp_path}", "--plots"]) == 2
+  err = capsys.readouterr().err
+  assert "matplotlib" in err and 'pip install ".[plots]"' in err
+
+
+def test_console_scripts_point_at_mains():
+  """pyproject's console scripts name functions that exist."""
+  import importlib
+  import tomllib
+  with open(os.path.join(ROOT, "pyproject.toml"), "rb") as f:
+    scripts = tomllib.load(f)["project"]["scripts"]
+  assert {"mmfuse-train", "mmfuse-evaluate", "mmfuse-export", "mmfuse-sweep"} <= set(scripts)
+  for target in scripts.values():
+    module, func = target.split(":")
+    assert callable(getattr(importlib.import_module(module), func)), target
+  extras = tomllib.load(open(os.path.join(ROOT, "pyproject.toml"), "rb"))
+  assert "plots" in extras["project"]["optional-dependencies"]

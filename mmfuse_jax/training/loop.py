@@ -7,10 +7,11 @@ on the device, the step loop on CPU). The input comes from `training.feeding`: t
 split on device and only row indices shipped per epoch, or host batches prefetched two
 ahead; on several hosts each process feeds only its own rows. Epochs of seeded
 shuffles, validation after every epoch, selection and early stopping on the validation
-split only, Orbax checkpoints (latest + best) with automatic resume, metrics to
-metrics.jsonl and TensorBoard, and results.json at the end with the selected checkpoint's
-validation and test metrics. The test split is evaluated once, for the selected checkpoint,
-and never used to choose anything.
+split only, Orbax checkpoints (latest + best) with automatic resume in a workdir that
+answers only for its own config (workdir.py), metrics to metrics.jsonl/metrics.csv,
+TensorBoard and optionally W&B (run_log.py), and results.json at the end with the selected
+checkpoint's validation and test metrics. The test split is evaluated once, for the selected
+checkpoint, and never used to choose anything.
 """
 
 from __future__ import annotations
@@ -38,13 +39,10 @@ from mmfuse_jax.training.checkpoint import Checkpoints, abstract_like
 from mmfuse_jax.training.feeding import DeviceFeed, choose_feed, gather_batch, make_feed
 from mmfuse_jax.training.mesh import (batch_sharding, make_data_mesh,
                                       maybe_initialize_distributed, replicated)
+from mmfuse_jax.training.run_log import RunLog, learning_rate, now_iso
+from mmfuse_jax.training.workdir import prepare_workdir, replay_early_stopping
 
 log = logging.getLogger(__name__)
-
-# Config fields that may change between a run and its resumption.
-RESUMABLE_FIELDS = ("epochs", "progress", "patience", "eval_batch_size", "train_loop",
-                    "scan_max_bytes", "input_feed")
-
 
 @dataclasses.dataclass
 class Experiment:
@@ -396,73 +394,21 @@ def _write_json_atomic(path: str, obj) -> None:
   os.replace(tmp, path)
 
 
-def _check_workdir_config(workdir: str, config) -> None:
-  path = os.path.join(workdir, "config.json")
-  if not os.path.exists(path):
-    return
-  with open(path) as f:
-    old = json.load(f)
-  new = json.loads(config_lib.to_json(config))
-  base = json.loads(config_lib.to_json(config_lib.base_config()))
-  diff = [k for k in sorted(set(old) | set(new))
-          if k not in RESUMABLE_FIELDS and old.get(k) != new.get(k)
-          and not (k not in old and new.get(k) == base.get(k))]  # a field added since
-  if diff:
-    raise ConfigError(f"{workdir} holds a run with a different config (fields {diff}); "
-                      f"use a new --workdir or the same settings to resume")
-
-
-class _Writers:
-  """metrics.jsonl and TensorBoard (tensorboardX) on process 0."""
-
-  def __init__(self, workdir: str, history: list[dict]):
-    self.active = jax.process_index() == 0
-    self.path = os.path.join(workdir, "metrics.jsonl")
-    self.tb = None
-    if not self.active:
-      return
-    with open(self.path, "w") as f:  # rewritten from the checkpoint on resume
-      for row in history:
-        f.write(json.dumps(row) + "\n")
-    try:
-      from tensorboardX import SummaryWriter
-      self.tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
-    except ImportError:  # optional
-      self.tb = None
-
-  def write(self, row: dict) -> None:
-    if not self.active:
-      return
-    with open(self.path, "a") as f:
-      f.write(json.dumps(row) + "\n")
-    if self.tb is not None:
-      for split in ("train", "valid"):
-        for k, v in row.get(split, {}).items():
-          self.tb.add_scalar(f"{split}/{k}", v, row["epoch"])
-      self.tb.add_scalar("lr_scale", row["lr_scale"], row["epoch"])
-      self.tb.flush()
-
-  def close(self) -> None:
-    if self.tb is not None:
-      self.tb.close()
-
-
 def train_and_evaluate(config, workdir: str, *, dataset: Dataset | None = None,
                        data_stats: dict | None = None) -> dict:
   """Trains, selects on validation, evaluates the selected checkpoint on test.
 
-  Rerunning with the same workdir resumes from the latest checkpoint; a finished run
-  returns its results.json unchanged.
+  Rerunning with the same workdir resumes from the latest checkpoint; a finished run of the
+  same config returns its results.json unchanged, one whose epochs were raised continues;
+  a workdir holding a different config is an error (training/workdir.py).
   """
   maybe_initialize_distributed()
   results_path = os.path.join(workdir, "results.json")
-  if os.path.exists(results_path):
-    with open(results_path) as f:
-      log.info("%s is a finished run; returning its results", workdir)
-      return json.load(f)
+  finished = prepare_workdir(workdir, config)
+  if finished is not None:
+    return finished
   # Everything that can fail on bad input happens before the workdir is touched.
   exp = build_experiment(config, dataset, data_stats)
-  _check_workdir_config(workdir, config)
   os.makedirs(workdir, exist_ok=True)
   if jax.process_index() == 0:
     with open(os.path.join(workdir, "config.json"), "w") as f:
@@ -480,8 +426,9 @@ def train_and_evaluate(config, workdir: str, *, dataset: Dataset | None = None,
   restored = ckpt.restore_latest(abstract_like(state, exp.state_sharding))
   if restored is not None:
     state, loop = restored
+    loop = replay_early_stopping(loop, config, workdir)
     log.info("resuming %s after epoch %d", workdir, loop["epoch"])
-  writers = _Writers(workdir, loop["history"])
+  writers = RunLog(workdir, loop["history"], config)
   train_rng = jax.random.split(jax.random.PRNGKey(config.seed))[1]
   train_split, valid_split = exp.dataset.splits["train"], exp.dataset.splits["valid"]
   extra = exp.method.extra_batches   # further batches per step (MDM's critic updates)
@@ -539,7 +486,7 @@ def train_and_evaluate(config, workdir: str, *, dataset: Dataset | None = None,
     else:
       loop["since_best"] += 1
     # Plateau schedule on the validation loss (MulT: ReduceLROnPlateau).
-    lr_scale = float(state.lr_scale)
+    lr_scale = epoch_lr_scale = float(state.lr_scale)
     if config.optim.schedule == "plateau":
       if loop["plateau_best"] is None or valid_m["loss"] < loop["plateau_best"]:
         loop["plateau_best"], loop["plateau_bad"] = valid_m["loss"], 0
@@ -550,8 +497,10 @@ def train_and_evaluate(config, workdir: str, *, dataset: Dataset | None = None,
           loop["plateau_bad"] = 0
           state = state.replace(lr_scale=jax.device_put(np.float32(lr_scale),
                                                         exp.state_sharding))
-    row = {"epoch": epoch + 1, "train": train_m, "valid": valid_m, "lr_scale": lr_scale,
-           "selected": improved}
+    row = {"epoch": epoch + 1, "time": now_iso(), "epoch_s": time.perf_counter() - t0,
+           "lr": learning_rate(config.optim, exp.method.steps_per_epoch,
+                               int(jax.device_get(state.step)) - 1, epoch_lr_scale),
+           "train": train_m, "valid": valid_m, "lr_scale": lr_scale, "selected": improved}
     loop["history"].append(row)
     loop["epoch"] = epoch + 1
     if config.patience and loop["since_best"] >= config.patience:
@@ -563,7 +512,6 @@ def train_and_evaluate(config, workdir: str, *, dataset: Dataset | None = None,
     bar.set_postfix({f"valid_{select_metric}": f"{value:.4f}",
                      "best_epoch": loop["best_epoch"]})
   bar.close()
-  writers.close()
 
   best = ckpt.restore_best(abstract_like(state, exp.state_sharding))
   ckpt.close()
@@ -589,6 +537,7 @@ def train_and_evaluate(config, workdir: str, *, dataset: Dataset | None = None,
   }
   if jax.process_index() == 0:
     _write_json_atomic(results_path, results)
+  writers.finish(results)
   return results
 
 
