@@ -11,8 +11,6 @@ from mmfuse_jax.layers import recurrent
 from mmfuse_jax.models import DataInfo
 from mmfuse_jax.models import ef_lstm, lmf, mfn, tfn
 from mmfuse_jax.registry import MODELS
-from mmfuse_jax.training.loop import train_and_evaluate
-from tests.helpers import tiny_config, tiny_synthetic
 
 MODELS_UNDER_TEST = ("ef_lstm", "tfn", "lmf", "mfn")
 TINY_NET = {
@@ -273,16 +271,4 @@ def test_models_register_mdm_method_and_paper_training():
     assert c.optim.name == "adamw"
 
 
-# ----------------------------------------------------------------------------------------
-# Learning
-# ----------------------------------------------------------------------------------------
-@pytest.mark.slow
-@pytest.mark.parametrize("model", MODELS_UNDER_TEST)
-def test_model_learns_on_synthetic(model, workdir):
-  ds = tiny_synthetic(0, n_train=384, n_valid=96, n_test=96, distractors=0, noise=0.3)
-  label_mean_mae = float(np.mean(np.abs(ds.splits["test"].labels
-                                        - ds.splits["train"].labels.mean())))
-  overrides = {f"net.{k}": v for k, v in TINY_NET[model].items()}
-  c = tiny_config(model, epochs=10, batch_size=32, **{"optim.lr": 5e-3}, **overrides)
-  r = train_and_evaluate(c, workdir, dataset=ds)
-  assert r["test"]["mae"] < label_mean_mae - 0.15, (model, r["test"]["mae"], label_mean_mae)
+# Learning with the default settings: tests/test_defaults_learn.py.

@@ -32,8 +32,9 @@ def run_cell(tmp_path, monkeypatch, source_value: str, keep_jax: bool = True):
   colab.drive = types.SimpleNamespace(mount=mounted.append)
   monkeypatch.setitem(sys.modules, "google.colab", colab)
   monkeypatch.setattr(subprocess, "run", lambda cmd, check: calls.append(cmd))
-  monkeypatch.delenv("MMFUSE_SOURCE", raising=False)
-  monkeypatch.delenv("MMFUSE_REPO", raising=False)
+  for name in ("MMFUSE_SOURCE", "MMFUSE_REPO"):  # the cell sets them: restored after the test
+    monkeypatch.setenv(name, "")
+    monkeypatch.delenv(name)
   monkeypatch.chdir(tmp_path)
   workdir = tmp_path / "drive_runs"
   code = install_source()
