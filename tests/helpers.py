@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
+
+import jax
 
 from mmfuse_jax import config as config_lib
 from mmfuse_jax.data import make_synthetic
@@ -59,3 +62,19 @@ def load_script(name: str):
   mod = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(mod)
   return mod
+
+
+@contextlib.contextmanager
+def shared_compilation_cache(path):
+  """JAX's persistent compilation cache in `path` for every program (no minimum compile
+  time), so identical programs within a test module (a run and its resumption, the seeds of
+  a sweep) compile once; the previous settings are restored on exit."""
+  old = (jax.config.jax_compilation_cache_dir,
+         jax.config.jax_persistent_cache_min_compile_time_secs)
+  jax.config.update("jax_compilation_cache_dir", str(path))
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+  try:
+    yield
+  finally:
+    jax.config.update("jax_compilation_cache_dir", old[0])
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", old[1])

@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from tests.helpers import load_script, tiny_config, tiny_synthetic
+from tests.helpers import load_script, shared_compilation_cache, tiny_config, tiny_synthetic
 from mmfuse_jax.data.pipeline import make_batch
 from mmfuse_jax.errors import ConfigError
 from mmfuse_jax.losses import label_generation as lg
@@ -30,13 +30,8 @@ def small_config(**kw):
 @pytest.fixture(scope="module", autouse=True)
 def compilation_cache(tmp_path_factory):
   """Identical programs (a run and its resumption) compile once: persistent XLA cache."""
-  old = (jax.config.jax_compilation_cache_dir,
-         jax.config.jax_persistent_cache_min_compile_time_secs)
-  jax.config.update("jax_compilation_cache_dir", str(tmp_path_factory.mktemp("xla_cache")))
-  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-  yield
-  jax.config.update("jax_compilation_cache_dir", old[0])
-  jax.config.update("jax_persistent_cache_min_compile_time_secs", old[1])
+  with shared_compilation_cache(tmp_path_factory.mktemp("xla_cache")):
+    yield
 
 
 # --- label generation (Eq. 30-32) ------------------------------------------------------------

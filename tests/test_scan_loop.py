@@ -14,7 +14,7 @@ from mmfuse_jax.training import checkpoint as checkpoint_lib
 from mmfuse_jax.training import feeding
 from mmfuse_jax.training import loop as loop_lib
 from mmfuse_jax.training.loop import build_experiment, init_state, train_and_evaluate
-from tests.helpers import tiny_config, tiny_synthetic
+from tests.helpers import shared_compilation_cache, tiny_config, tiny_synthetic
 from tests.test_baselines import TINY_NET
 
 TWO = {"data.modalities": "text,audio"}
@@ -27,13 +27,8 @@ _SCAN_EXECUTABLE = loop_lib.scan_executable
 @pytest.fixture(scope="module", autouse=True)
 def compilation_cache(tmp_path_factory):
   """The step and scan runs share their init and eval programs: compile them once."""
-  old = (jax.config.jax_compilation_cache_dir,
-         jax.config.jax_persistent_cache_min_compile_time_secs)
-  jax.config.update("jax_compilation_cache_dir", str(tmp_path_factory.mktemp("xla_cache")))
-  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-  yield
-  jax.config.update("jax_compilation_cache_dir", old[0])
-  jax.config.update("jax_persistent_cache_min_compile_time_secs", old[1])
+  with shared_compilation_cache(tmp_path_factory.mktemp("xla_cache")):
+    yield
 
 
 def _data(seed=0, n_train=80):

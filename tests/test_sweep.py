@@ -4,7 +4,6 @@ import csv
 import json
 import os
 
-import jax
 import numpy as np
 import pytest
 
@@ -12,18 +11,14 @@ from mmfuse_jax import config as config_lib
 from mmfuse_jax import sweep
 from mmfuse_jax.errors import ConfigError
 from mmfuse_jax.training import loop as loop_lib
+from tests.helpers import shared_compilation_cache
 from tests.test_baselines import TINY_NET
 
 
 @pytest.fixture(scope="module", autouse=True)
 def compilation_cache(tmp_path_factory):
-  old = (jax.config.jax_compilation_cache_dir,
-         jax.config.jax_persistent_cache_min_compile_time_secs)
-  jax.config.update("jax_compilation_cache_dir", str(tmp_path_factory.mktemp("xla_cache")))
-  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-  yield
-  jax.config.update("jax_compilation_cache_dir", old[0])
-  jax.config.update("jax_persistent_cache_min_compile_time_secs", old[1])
+  with shared_compilation_cache(tmp_path_factory.mktemp("xla_cache")):
+    yield
 
 
 def test_split_and_parse_grid_and_range():

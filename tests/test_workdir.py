@@ -5,7 +5,6 @@ import csv
 import json
 import os
 
-import jax
 import pytest
 
 from mmfuse_jax import config as config_lib
@@ -14,7 +13,7 @@ from mmfuse_jax.errors import ConfigError
 from mmfuse_jax.training import loop as loop_lib
 from mmfuse_jax.training import workdir as workdir_lib
 from mmfuse_jax.training.loop import train_and_evaluate
-from tests.helpers import tiny_config, tiny_synthetic
+from tests.helpers import shared_compilation_cache, tiny_config, tiny_synthetic
 from tests.test_baselines import TINY_NET
 
 LMF = {**{f"net.{k}": v for k, v in TINY_NET["lmf"].items()},
@@ -25,13 +24,8 @@ TIMING = ("wall_time_s", "compile_s", "train_steps_per_s", "config")
 @pytest.fixture(scope="module", autouse=True)
 def compilation_cache(tmp_path_factory):
   """The runs of this module share their programs: compile them once."""
-  old = (jax.config.jax_compilation_cache_dir,
-         jax.config.jax_persistent_cache_min_compile_time_secs)
-  jax.config.update("jax_compilation_cache_dir", str(tmp_path_factory.mktemp("xla_cache")))
-  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-  yield
-  jax.config.update("jax_compilation_cache_dir", old[0])
-  jax.config.update("jax_persistent_cache_min_compile_time_secs", old[1])
+  with shared_compilation_cache(tmp_path_factory.mktemp("xla_cache")):
+    yield
 
 
 def test_stop_epoch_by_hand():
