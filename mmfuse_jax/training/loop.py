@@ -115,9 +115,7 @@ def build_experiment(config, dataset: Dataset | None = None, data_stats: dict | 
   def rows_scan(st, split, xs, rng, lengths, live=None):
     return scan_steps(method, st, xs, rng, live,
                       to_batch=lambda x: gather_batch(split, x, lengths))
-  train_scan_rows = jax.jit(lambda st, split, xs, rng, lengths: rows_scan(st, split, xs, rng,
-                                                                         lengths),
-                            static_argnums=(4,), in_shardings=(r_sh, r_sh, s_sh, r_sh),
+  train_scan_rows = jax.jit(rows_scan, static_argnums=(4,), in_shardings=(r_sh, r_sh, s_sh, r_sh),
                             out_shardings=(r_sh, r_sh), donate_argnums=(0,))
   train_scan_rows_masked = jax.jit(rows_scan, static_argnums=(4,),
                                    in_shardings=(r_sh, r_sh, s_sh, r_sh, r_sh),
