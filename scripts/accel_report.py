@@ -9,8 +9,11 @@ training batch, prints
 
 * eval_out: bytes the jitted eval step returns for an eval batch of --eval_batch (128), from
   `jax.eval_shape` (no compile): what every validation batch sends back to the host;
-* bf16_dots: the share of `dot_general` ops in the lowered train step under
-  precision='bf16' whose two operands are both bfloat16 (the rest run in float32);
+* bf16 dots (step): the share of `dot_general` ops in the lowered train step under
+  precision='bf16' whose two operands are both bfloat16 (the rest run in float32: the
+  losses and regularisers, which stay float32 by design, e.g. MICA's alignment losses);
+* bf16 dots (model): the same for the model alone (forward and backward of its summed
+  predictions through `Method.apply`);
 * temp: XLA's temporary buffer bytes of the compiled bf16 train step
   (`compiled.memory_analysis().temp_size_in_bytes`, the host backend's schedule; the
   accelerator's differs, the trend holds). --no-compile skips it (compiles take minutes).
@@ -63,6 +66,18 @@ def bf16_dot_share(hlo_text: str) -> tuple[int, int]:
   return sum(a == b == "bf16" for a, b in types), len(types)
 
 
+def model_grad_text(exp, state, batch) -> str:
+  """The lowered text of the gradient of the model's summed predictions (forward and
+  backward of the model alone, through `Method.apply`: no losses or regularisers)."""
+  method = exp.method
+
+  def forward(params, model_state, batch, rng):
+    (pred, _), _ = method.apply(params, model_state, batch, train=True, rng=rng)
+    return pred.astype("float32").sum()
+  return jax.jit(jax.grad(forward)).lower(state.params, state.model_state, batch,
+                                          jax.random.PRNGKey(0)).as_text()
+
+
 def tree_bytes(tree) -> int:
   """Total bytes of the arrays (or ShapeDtypeStructs) of a pytree."""
   return int(sum(np.prod(x.shape, dtype=np.int64) * np.dtype(x.dtype).itemsize
@@ -110,6 +125,8 @@ def measure(model: str, *, compile_step: bool = True, eval_batch: int = 128) -> 
   exp, state, train_b, _ = setup(model, precision="bf16", eval_batch=eval_batch)
   lowered = jax.jit(exp.method.train_step).lower(state, train_b, jax.random.PRNGKey(0))
   row["bf16_dots"], row["dots"] = bf16_dot_share(lowered.as_text())
+  row["model_bf16_dots"], row["model_dots"] = bf16_dot_share(
+      model_grad_text(exp, state, train_b))
   row["batch"] = exp.config.batch_size
   if compile_step:
     row["temp_bytes"] = int(lowered.compile().memory_analysis().temp_size_in_bytes)
@@ -132,14 +149,16 @@ def main(argv=None) -> int:
                  help="skip the compile (and the temp-memory column)")
   args = p.parse_args(argv)
   names = args.models.split(",") if args.models else MODELS.names()
-  print(f"{'model':8s} {'batch':>5s} {'eval_out':>11s} {'bf16_dots':>12s} {'share':>6s} "
-        f"{'temp (bf16 train step)':>22s}")
+  print(f"{'model':8s} {'batch':>5s} {'eval_out':>11s} {'bf16 dots (step)':>17s} "
+        f"{'bf16 dots (model)':>18s} {'temp (bf16 step)':>17s}")
   for name in names:
     r = measure(name, compile_step=args.compile, eval_batch=args.eval_batch)
-    share = r["bf16_dots"] / max(r["dots"], 1)
     temp = _human(r["temp_bytes"]) if "temp_bytes" in r else "-"
-    print(f"{name:8s} {r['batch']:5d} {_human(r['eval_out_bytes']):>11s} "
-          f"{r['bf16_dots']:5d}/{r['dots']:<6d} {share:6.0%} {temp:>22s}", flush=True)
+    step = f"{r['bf16_dots']}/{r['dots']} {r['bf16_dots'] / max(r['dots'], 1):4.0%}"
+    model = (f"{r['model_bf16_dots']}/{r['model_dots']} "
+             f"{r['model_bf16_dots'] / max(r['model_dots'], 1):4.0%}")
+    print(f"{name:8s} {r['batch']:5d} {_human(r['eval_out_bytes']):>11s} {step:>17s} "
+          f"{model:>18s} {temp:>17s}", flush=True)
   return 0
 
 

@@ -42,7 +42,8 @@ class MultiHeadAttention(nn.Module):
   dim: int | None = None
   dropout: float = 0.0
   use_bias: bool = True
-  dtype: jnp.dtype = jnp.float32
+  dtype: jnp.dtype | None = None   # None: the inputs' and params' dtype (bf16 under
+                                   # precision='bf16', whose cast Method.apply does)
 
   @nn.compact
   def __call__(self, x_q, x_kv, key_mask=None, attn_mask=None, *, train: bool = False):
@@ -55,14 +56,17 @@ class MultiHeadAttention(nn.Module):
     q = dense("query")(x_q)
     k = dense("key")(x_kv)
     v = dense("value")(x_kv)
-    logits = jnp.einsum("bqhd,bkhd->bhqk", q, k) / np.sqrt(head).astype(np.float32)
+    # Scores from compute-dtype operands, then float32 for the softmax statistics (the
+    # cast, not preferred_element_type, keeps the backward matmuls in the compute dtype).
+    logits = jnp.einsum("bqhd,bkhd->bhqk", q, k).astype(jnp.float32)
+    logits = logits / np.sqrt(head).astype(np.float32)
     mask = None
     if key_mask is not None:
       mask = key_mask[:, None, None, :]
     if attn_mask is not None:
       am = attn_mask[None, None] if attn_mask.ndim == 2 else attn_mask[:, None]
       mask = am if mask is None else (mask & am)
-    probs = masked_softmax(logits.astype(jnp.float32), mask)
+    probs = masked_softmax(logits, mask)
     dropped = Dropout(self.dropout, deterministic=not train)(probs)
     out = jnp.einsum("bhqk,bkhd->bqhd", dropped.astype(v.dtype), v)
     out = nn.DenseGeneral(dim, axis=(-2, -1), use_bias=self.use_bias, dtype=self.dtype,

@@ -82,7 +82,7 @@ class TransformerLayer(nn.Module):
   relu_dropout: float = 0.0
   res_dropout: float = 0.0
   layer_norm_eps: float = 1e-6
-  dtype: jnp.dtype = jnp.float32
+  dtype: jnp.dtype | None = None   # None: follow the inputs and params (see attention.py)
 
   @nn.compact
   def __call__(self, x, x_kv=None, kv_mask=None, attn_mask=None, train: bool = False):
@@ -124,13 +124,14 @@ class TransformerEncoder(nn.Module):
   remat_attention: bool = False
   position_offset: int = 0
   layer_norm_eps: float = 1e-6   # flax default; PyTorch's nn.LayerNorm: 1e-5
-  dtype: jnp.dtype = jnp.float32
+  dtype: jnp.dtype | None = None   # None: follow the inputs and params (see attention.py)
 
   def _embed(self, x, position_mask, train):
     d = x.shape[-1]
-    x = np.sqrt(d).astype(np.float32) * x
+    x = float(np.sqrt(d)) * x   # a Python float is weakly typed: x keeps its dtype
     if self.positions:
-      pos = sinusoidal_positions(x.shape[1], d, offset=self.position_offset)[None]
+      pos = sinusoidal_positions(x.shape[1], d, offset=self.position_offset)[None].astype(
+          x.dtype)
       if position_mask is not None:
         pos = jnp.where(position_mask[..., None], pos, 0.0)
       x = x + pos

@@ -141,7 +141,8 @@ class MICAModel(nn.Module):
       x = nn.Conv(d, (kernel,), padding="SAME", use_bias=False, name=f"proj_{m}")(x)
       x = jnp.where(masks[m][..., None], x, 0.0)
       # MulT's embedding: scale by sqrt(d), add sinusoidal positions, dropout.
-      x = np.sqrt(d).astype(np.float32) * x + sinusoidal_positions(x.shape[1], d)[None]
+      # A Python-float scale and the table in x.dtype keep bf16 activations bf16.
+      x = float(np.sqrt(d)) * x + sinusoidal_positions(x.shape[1], d)[None].astype(x.dtype)
       z0[m] = Dropout(net.embed_dropout, deterministic=not train)(x)
 
     layer_args = dict(net=net, modalities=tuple(mods),
