@@ -97,7 +97,8 @@ class MICALayer(nn.Module):
         attn_mask = causal_mask(z[t].shape[1], kv.shape[1]) if net.causal else None
         h, det = TransformerLayer(net.num_heads, attn_dropout=crossmodal_attn_dropout(net, s),
                                   relu_dropout=net.relu_dropout, res_dropout=net.res_dropout,
-                                  name=f"cross_{s}_to_{t}")(
+                                  # the alignment losses read every layer's probabilities
+                                  attention_impl="explicit", name=f"cross_{s}_to_{t}")(
                                       z[t], kv, masks[s], attn_mask, train=train)
         streams.append(h)
         details[f"{s}->{t}"] = det
