@@ -31,7 +31,7 @@ def last_layer_sets(workdir: str, split_name: str, data_dir: str | None = None) 
   """{direction: (queries (n, d), keys (m, d))} of the last layer over a split."""
   from mmfuse_jax.data import iterate_batches, shard_batch
   from mmfuse_jax.evaluate import load_workdir_config, restore_selected
-  from mmfuse_jax.training.loop import build_experiment
+  from mmfuse_jax.training.loop import analysis_outputs, build_experiment
   config = load_workdir_config(workdir, data_dir)
   if config.model != "mica":
     raise SystemExit(f"{workdir} is a {config.model!r} run, not mica")
@@ -41,7 +41,7 @@ def last_layer_sets(workdir: str, split_name: str, data_dir: str | None = None) 
   sets: dict = {}
   for batch in iterate_batches(split, config.eval_batch_size,
                                num_buckets=config.data.num_buckets):
-    _, _, aux = exp.eval_step(state, shard_batch(batch, exp.batch_sharding))
+    _, _, aux = analysis_outputs(exp, state, shard_batch(batch, exp.batch_sharding))
     cross = jax.device_get(aux["crossmodal"])
     keep = np.asarray(batch.weights) > 0
     for direction, d in cross.items():

@@ -173,8 +173,8 @@ def test_bf16_trains_with_float32_params():
           for p in ("float32", "bf16")}
   state = init_state(exps["bf16"])
   # The same float32 params give nearly the same predictions in both precisions.
-  p32, _, _ = exps["float32"].eval_step(state, batch)
-  p16, loss16, _ = exps["bf16"].eval_step(state, batch)
+  p32, _ = exps["float32"].eval_step(state, batch)
+  p16, loss16 = exps["bf16"].eval_step(state, batch)
   assert p16.dtype == jnp.float32 and loss16.dtype == jnp.float32
   np.testing.assert_allclose(p16, p32, rtol=0.05, atol=0.05)
   losses = []

@@ -66,7 +66,7 @@ def sparsity_measure(q, k, key_mask, sample_idx=None, query_mask=None) -> jnp.nd
   """
   scale = 1.0 / np.sqrt(q.shape[-1]).astype(np.float32)
   if sample_idx is None:
-    s = jnp.einsum("bqhd,bkhd->bhqk", q, k) * scale
+    s = jnp.einsum("bqhd,bkhd->bhqk", q, k).astype(jnp.float32) * scale
     valid = key_mask[:, None, None, :]
     big_neg = jnp.finfo(s.dtype).min
     smax = jnp.where(valid, s, big_neg).max(-1)
@@ -76,7 +76,7 @@ def sparsity_measure(q, k, key_mask, sample_idx=None, query_mask=None) -> jnp.nd
     b, lq, u = sample_idx.shape
     k_s = jnp.take_along_axis(k, sample_idx.reshape(b, lq * u)[:, :, None, None], axis=1)
     k_s = k_s.reshape(b, lq, u, *k.shape[2:])                           # (B, L_Q, U, H, d)
-    s = jnp.einsum("bqhd,bquhd->bhqu", q, k_s) * scale
+    s = jnp.einsum("bqhd,bquhd->bhqu", q, k_s).astype(jnp.float32) * scale
     smax, smean = s.max(-1), s.mean(-1)
   m = smax - smean
   if query_mask is not None:
@@ -97,8 +97,8 @@ def probsparse_attention(q, k, v, mask, *, num_top: int, sample_idx=None):
   qh = q.transpose(0, 2, 1, 3)                                         # (B, H, L, d)
   q_sel = jnp.take_along_axis(qh, top[..., None], axis=2)             # (B, H, u, d)
   scale = 1.0 / np.sqrt(d).astype(np.float32)
-  logits = jnp.einsum("bhud,bkhd->bhuk", q_sel, k) * scale
-  probs = masked_softmax(logits.astype(jnp.float32), mask[:, None, None, :])
+  logits = jnp.einsum("bhud,bkhd->bhuk", q_sel, k).astype(jnp.float32) * scale
+  probs = masked_softmax(logits, mask[:, None, None, :])
   out_sel = jnp.einsum("bhuk,bkhd->bhud", probs.astype(v.dtype), v)
   w = mask.astype(v.dtype)[:, :, None, None]
   mean_v = (v * w).sum(1) / jnp.maximum(w.sum(1), 1.0)                 # (B, H, d)
@@ -116,8 +116,8 @@ def full_attention(q, k, v, mask):
   """Dense masked softmax attention (every query attends): the 'w/o distillation' ablation
   and the u = L limit of `probsparse_attention`. Returns (context (B, L, H, d), probs)."""
   scale = 1.0 / np.sqrt(q.shape[-1]).astype(np.float32)
-  logits = jnp.einsum("bqhd,bkhd->bhqk", q, k) * scale
-  probs = masked_softmax(logits.astype(jnp.float32), mask[:, None, None, :])
+  logits = jnp.einsum("bqhd,bkhd->bhqk", q, k).astype(jnp.float32) * scale
+  probs = masked_softmax(logits, mask[:, None, None, :])
   return jnp.einsum("bhqk,bkhd->bqhd", probs.astype(v.dtype), v), probs
 
 
@@ -144,7 +144,7 @@ class ProbSparseSelfAttention(nn.Module):
   sparse: bool = True
   sample_keys: bool = True
   layout: str = "heads"
-  dtype: jnp.dtype = jnp.float32
+  dtype: jnp.dtype | None = None   # None: follow the inputs and params (see attention.py)
 
   @nn.compact
   def __call__(self, x, mask, *, train: bool = False):

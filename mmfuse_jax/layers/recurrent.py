@@ -61,13 +61,17 @@ class MaskedLSTM(nn.Module):
     for i in range(self.num_layers):
       if i > 0:
         packed = Dropout(self.dropout, deterministic=not train)(packed)
+      # Zero initial state in the inputs' dtype (flax's default carry is float32, which
+      # would promote every bf16 step matmul back to float32).
+      zeros = jnp.zeros((x.shape[0], self.hidden), packed.dtype)
       (_, h_f), y_f = nn.RNN(nn.OptimizedLSTMCell(self.hidden, name=f"forward_{i}"),
-                             return_carry=True)(packed, seq_lengths=lengths)
+                             return_carry=True)(packed, initial_carry=(zeros, zeros),
+                                                seq_lengths=lengths)
       outs, finals = [y_f], [h_f]
       if self.bidirectional:
         (_, h_b), y_b = nn.RNN(nn.OptimizedLSTMCell(self.hidden, name=f"backward_{i}"),
                                return_carry=True, reverse=True, keep_order=True)(
-                                   packed, seq_lengths=lengths)
+                                   packed, initial_carry=(zeros, zeros), seq_lengths=lengths)
         outs.append(y_b); finals.append(h_b)
       packed = jnp.where(valid[..., None], jnp.concatenate(outs, axis=-1), 0.0)
     final = jnp.where(nonempty, jnp.concatenate(finals, axis=-1), 0.0)

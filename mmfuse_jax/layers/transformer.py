@@ -82,7 +82,8 @@ class TransformerLayer(nn.Module):
   relu_dropout: float = 0.0
   res_dropout: float = 0.0
   layer_norm_eps: float = 1e-6
-  dtype: jnp.dtype = jnp.float32
+  dtype: jnp.dtype | None = None   # None: follow the inputs and params (see attention.py)
+  attention_impl: str = "auto"     # MultiHeadAttention.implementation
 
   @nn.compact
   def __call__(self, x, x_kv=None, kv_mask=None, attn_mask=None, train: bool = False):
@@ -90,7 +91,8 @@ class TransformerLayer(nn.Module):
     h = ln(x)
     kv = h if x_kv is None else ln(x_kv)
     attn, details = MultiHeadAttention(self.num_heads, dropout=self.attn_dropout,
-                                       dtype=self.dtype, name="attn")(
+                                       dtype=self.dtype, implementation=self.attention_impl,
+                                       name="attn")(
                                            h, kv, kv_mask, attn_mask, train=train)
     x = x + Dropout(self.res_dropout, deterministic=not train)(attn)
     d = x.shape[-1]
@@ -124,13 +126,15 @@ class TransformerEncoder(nn.Module):
   remat_attention: bool = False
   position_offset: int = 0
   layer_norm_eps: float = 1e-6   # flax default; PyTorch's nn.LayerNorm: 1e-5
-  dtype: jnp.dtype = jnp.float32
+  dtype: jnp.dtype | None = None   # None: follow the inputs and params (see attention.py)
+  attention_impl: str = "auto"     # MultiHeadAttention.implementation
 
   def _embed(self, x, position_mask, train):
     d = x.shape[-1]
-    x = np.sqrt(d).astype(np.float32) * x
+    x = float(np.sqrt(d)) * x   # a Python float is weakly typed: x keeps its dtype
     if self.positions:
-      pos = sinusoidal_positions(x.shape[1], d, offset=self.position_offset)[None]
+      pos = sinusoidal_positions(x.shape[1], d, offset=self.position_offset)[None].astype(
+          x.dtype)
       if position_mask is not None:
         pos = jnp.where(position_mask[..., None], pos, 0.0)
       x = x + pos
@@ -149,7 +153,8 @@ class TransformerEncoder(nn.Module):
     attn_mask = causal_mask(x.shape[1], len_k) if self.causal else None
     layer_kwargs = dict(num_heads=self.num_heads, attn_dropout=self.attn_dropout,
                         relu_dropout=self.relu_dropout, res_dropout=self.res_dropout,
-                        layer_norm_eps=self.layer_norm_eps, dtype=self.dtype)
+                        layer_norm_eps=self.layer_norm_eps, dtype=self.dtype,
+                        attention_impl=self.attention_impl)
     layer_cls = TransformerLayer
     if self.remat_attention:
       # Backward pass recomputes everything but the outputs of batch-free matmuls (the Dense

@@ -106,8 +106,18 @@ class Method:
   def train_step(self, state: TrainState, batch, rng) -> tuple[TrainState, dict]:
     raise NotImplementedError
 
-  def eval_step(self, state: TrainState, batch) -> tuple[jnp.ndarray, jnp.ndarray, dict]:
-    """Deterministic predictions, per-sample task loss and the model's aux."""
+  def eval_step(self, state: TrainState, batch) -> tuple[jnp.ndarray, jnp.ndarray]:
+    """Deterministic predictions and per-sample task loss: all that metrics need. The aux
+    is dropped here, so the compiled step neither returns nor (where nothing else reads
+    them) computes every layer's queries, keys and attention maps (GiBs per eval batch at
+    MOSI shapes); `analysis_step` returns them."""
+    (pred, _), _ = self.apply(state.params, state.model_state, batch, train=False)
+    return pred, self.task_loss_per_sample(pred, batch)
+
+  def analysis_step(self, state: TrainState, batch
+                    ) -> tuple[jnp.ndarray, jnp.ndarray, dict]:
+    """`eval_step` plus the model's aux (attention maps, queries/keys, distances), for plots
+    and analysis only (`training.loop.analysis_outputs` shards it over the batch)."""
     (pred, aux), _ = self.apply(state.params, state.model_state, batch, train=False)
     return pred, self.task_loss_per_sample(pred, batch), aux
 

@@ -66,7 +66,7 @@ def align_modalities(features: dict, masks: dict, ref: str, grid: int):
   out = {}
   for m, (xp, lm) in packed.items():
     w = resample_weights(lm, n, xp.shape[1], grid)
-    out[m] = jnp.einsum("bkj,bjd->bkd", w, xp)
+    out[m] = jnp.einsum("bkj,bjd->bkd", w.astype(xp.dtype), xp)
   mask = jnp.arange(grid)[None, :] < n[:, None]
   return out, mask, n
 

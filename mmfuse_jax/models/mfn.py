@@ -111,7 +111,8 @@ class MFN(nn.Module):
     aligned, mask, _ = align_modalities(batch.features, batch.masks, ref,
                                         self.info.max_lengths[ref])
     b = mask.shape[0]
-    zeros = lambda d: jnp.zeros((b, d), jnp.float32)  # noqa: E731
+    dtype = aligned[mods[0]].dtype   # the compute dtype (bf16 under precision='bf16')
+    zeros = lambda d: jnp.zeros((b, d), dtype)  # noqa: E731
     carry = ({m: (zeros(net[f"{m}_hidden"]), zeros(net[f"{m}_hidden"])) for m in mods},
              zeros(net.mem))
     scan = nn.scan(MFNCell, variable_broadcast="params",

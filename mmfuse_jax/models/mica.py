@@ -97,7 +97,8 @@ class MICALayer(nn.Module):
         attn_mask = causal_mask(z[t].shape[1], kv.shape[1]) if net.causal else None
         h, det = TransformerLayer(net.num_heads, attn_dropout=crossmodal_attn_dropout(net, s),
                                   relu_dropout=net.relu_dropout, res_dropout=net.res_dropout,
-                                  name=f"cross_{s}_to_{t}")(
+                                  # the alignment losses read every layer's probabilities
+                                  attention_impl="explicit", name=f"cross_{s}_to_{t}")(
                                       z[t], kv, masks[s], attn_mask, train=train)
         streams.append(h)
         details[f"{s}->{t}"] = det
@@ -141,7 +142,8 @@ class MICAModel(nn.Module):
       x = nn.Conv(d, (kernel,), padding="SAME", use_bias=False, name=f"proj_{m}")(x)
       x = jnp.where(masks[m][..., None], x, 0.0)
       # MulT's embedding: scale by sqrt(d), add sinusoidal positions, dropout.
-      x = np.sqrt(d).astype(np.float32) * x + sinusoidal_positions(x.shape[1], d)[None]
+      # A Python-float scale and the table in x.dtype keep bf16 activations bf16.
+      x = float(np.sqrt(d)) * x + sinusoidal_positions(x.shape[1], d)[None].astype(x.dtype)
       z0[m] = Dropout(net.embed_dropout, deterministic=not train)(x)
 
     layer_args = dict(net=net, modalities=tuple(mods),

@@ -190,7 +190,7 @@ class RERDModel(nn.Module):
     aux = {"distilled": {}, "distilled_mask": {}, "aligned": {}, "encoder": {},
            "distance_maps": {}}
     for m in mods:
-      x, mask = _pad_time(batch.features[m].astype(jnp.float32), batch.masks[m],
+      x, mask = _pad_time(batch.features[m], batch.masks[m],
                           info.max_lengths[m], m)
       x = nn.Conv(net.latent_dim, (net.proj_kernel,), padding="SAME", use_bias=net.proj_bias,
                   name=f"proj_{m}")(x)
@@ -202,7 +202,7 @@ class RERDModel(nn.Module):
       if net.encoder != "none":
         if net.distill_positions:
           x = x + sinusoidal_positions(x.shape[1], net.latent_dim,
-                                       net.distill_positions_style)[None]
+                                       net.distill_positions_style)[None].astype(x.dtype)
         x = Dropout(net.dropout, deterministic=not train)(x)
         x, mask, details = DistillationStack(
             net.distill_heads, net.distill_layers, d_ff=net.distill_ff, factor=net.factor,
