@@ -408,6 +408,7 @@ def _majority(labels_train, labels_test):
   return float(np.mean(labels_test == np.bincount(labels_train).argmax()))
 
 
+@pytest.mark.slow
 def test_end_to_end_beats_majority_class(tmp_path):
   from mmfuse_jax.training.loop import train_and_evaluate
   ds = _data(context=False, n_train=256)

@@ -187,6 +187,7 @@ def test_negative_batch_never_uses_filler_rows():
     assert np.asarray(neg.masks[m])[:20].any(1).all()
 
 
+@pytest.mark.slow
 def test_robustness_table_and_dependency_scores(workdir):
   ds = tiny_synthetic(1, n_train=64, n_valid=32, n_test=48)
   c = tiny_config("ef_lstm", epochs=1, **EF, **{"net.mdm": "w", "net.mdm_unroll": 2})
@@ -229,8 +230,8 @@ def test_paper_configs_load():
     assert c.net.mdm_unroll >= 1 and c.optim.name == "adamw"
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("kind", ["kl", "f", "w"])
+@pytest.mark.parametrize("kind", [pytest.param("kl", marks=pytest.mark.slow),
+                                  pytest.param("f", marks=pytest.mark.slow), "w"])
 def test_ef_lstm_with_mdm_learns(kind, workdir):
   ds = tiny_synthetic(0, n_train=384, n_valid=96, n_test=96, distractors=0, noise=0.3)
   label_mean_mae = float(np.mean(np.abs(ds.splits["test"].labels

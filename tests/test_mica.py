@@ -489,7 +489,6 @@ def test_paper_default_is_eq2_summed_over_selected_pairs():
   np.testing.assert_allclose(got, want, rtol=1e-4)
 
 
-@pytest.mark.slow
 def test_mica_learns_on_synthetic(workdir):
   """Full MICA (L_p + alpha L_m + beta L_e), d = 16, one crossmodal layer, 3 self-attention
   layers, L_e averaged over the selected pairs (pe_normalize='mean'). Measured (CPU, seed 0,

@@ -114,7 +114,6 @@ def test_notebooks_match_generator():
         f"`python colab/make_notebooks.py`")
 
 
-@pytest.mark.slow
 def test_quickstart(tmp_path):
   work = str(tmp_path / "quickstart")
   nb, seconds = run_notebook("01_quickstart.ipynb", {

@@ -142,6 +142,7 @@ def _official_mult_state_dict(rng, dims, d, layers, out_dim):
   return {k: np.asarray(v, np.float32) for k, v in sd.items()}
 
 
+@pytest.mark.slow
 def test_imported_checkpoint_evaluates_and_exports(tmp_path):
   """scripts/convert_torch_checkpoint.py's workdir (its torch-free part): evaluate and
   export read it, and the exported function computes the converted model."""
