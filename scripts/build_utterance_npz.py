@@ -1,10 +1,10 @@
 """Build `mosi_utterance_real.npz` (utterance-level CMU-MOSI) from its public sources.
 
   python scripts/build_utterance_npz.py \
-      --bclstm_dir=~/src/contextual-utterance-level-multimodal-sentiment-analysis/data \
-      --labels_csd=~/data/cmu_mosi_csd/CMU_MOSI_Opinion_Labels.csd \
-      --folds=~/data/cmu_mosi_csd/standard_folds_mosi_mosei.json \
-      --out=~/data/mosi-utterance/mosi_utterance_real.npz [--force]
+      --bclstm_dir ~/src/contextual-utterance-level-multimodal-sentiment-analysis/data \
+      --labels_csd ~/data/cmu_mosi_csd/CMU_MOSI_Opinion_Labels.csd \
+      --folds ~/data/cmu_mosi_csd/standard_folds_mosi_mosei.json \
+      --out ~/data/mosi-utterance/mosi_utterance_real.npz [--force]
 
 Sources (docs/data.md, "Get the data"):
 - --bclstm_dir: the `data/` folder of the bc-LSTM repository (Poria et al. 2017,
@@ -45,9 +45,10 @@ order of the published file: segment_id, video_id, segment_index (int32), start,
 split_poria, text_cnn (N, 100), audio_opensmile (N, 73), video_3dcnn (N, 100) (float32).
 `start` / `end` are the segment's .csd interval. The published npz took its start/end
 from another source: they equal the .csd intervals in none of the 2199 rows, both lie
-within 0.1 s of them in 63 rows, and the median difference is 0.29 s (max 6.9 s). No
-model or reader uses them. The file is written deterministically (fixed zip timestamps),
-so the same inputs give the same sha256; an existing --out is kept unless --force.
+within 0.1 s of them in 63 rows, and the median difference is 0.29 s for start and 0.28 s
+for end (max 6.9 s). No model or reader uses them. The file is written deterministically
+(fixed zip timestamps), so the same inputs give the same sha256; an existing --out is kept
+unless --force.
 """
 
 from __future__ import annotations

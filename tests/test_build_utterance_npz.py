@@ -110,7 +110,7 @@ def test_round_trip_gives_the_published_npz(tmp_path, real, fake_data, capsys):
 def test_malformed_csv_names_file_and_row(tmp_path, fake_data, capsys):
   script = load_script("build_utterance_npz")
   data = shutil.copytree(fake_data, str(tmp_path / "data"))
-  path = os.path.join(data, "audio", "audio_test0.csv")
+  path = os.path.join(data, "audio", "audio_train0.csv")
   with open(path, newline="") as f:
     rows = list(csv.reader(f))
   rows[5] = rows[5][:-2] + rows[5][-1:]                     # one feature value short
