@@ -20,7 +20,7 @@ Sources (docs/data.md, "Get the data"):
   one (sentiment, [start, end]) row per segment. Row r (0-based, in the file's order) of
   video v is segment `v_{r+1}`: with this mapping all 2199 labels equal those of the
   published npz (two videos, VbQk4H8hgr0 and d6hH302o4v8, list a few segments out of time
-  order; the file order, not the time order, is the one that matches).
+  order; the file order matches, sorting by start time would change 42 labels).
 - --folds: the SDK's standard folds JSON (`standard_folds_mosi_mosei.json`, its 'mosi'
   entry is used): `split_standard` of each segment is the fold of its video.
 
@@ -32,8 +32,9 @@ Readings of the layout (the simplest where the description leaves room):
 - text_{train,test}.csv: only the first value of a row is read (the public file repeats the
   text features after it);
 - feature files: exactly D + 1 values per row (D = 100 / 73 / 100), all numbers, the last
-  one 0 or 1. That binary label is checked but not stored: `label_binary_poria` is
-  `label >= 0` of the SDK label (the summary counts rows where the two differ);
+  one 0 or 1 and the same in the three modality files. That binary label is not stored:
+  `label_binary_poria` is `label >= 0` of the SDK label (the summary counts rows where the
+  two differ);
 - every row of transcripts.csv must be named by exactly one row of text_train.csv or
   text_test.csv, and every segment must have a .csd row and a fold.
 A file that does not fit stops the script with an error naming the file, the row
