@@ -46,10 +46,9 @@ def main(argv=None) -> dict:
   p.add_argument("--config", default=os.path.join(HERE, "..", "configs", "rerd", "mosei.py"))
   args = p.parse_args(argv)
 
-  from mmfuse_jax import methods  # noqa: F401  (registers the methods)
   from mmfuse_jax.config import load_config_file
   from mmfuse_jax.models.base import DataInfo
-  from mmfuse_jax.registry import METHODS, MODELS
+  from mmfuse_jax.catalog import METHODS, MODELS
 
   config = load_config_file(args.config)
   config.net.use_msd = bool(args.msd)

@@ -26,13 +26,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mmfuse_jax import methods  # noqa: F401  (registers the methods)
+from mmfuse_jax.catalog import METHODS, MODELS
 from mmfuse_jax.config import load_config_file
 from mmfuse_jax.data.core import Batch
 from mmfuse_jax.losses.sinkhorn import mask_to_weights, mean_cost, msd_per_sample
 from mmfuse_jax.models.base import DataInfo
 from mmfuse_jax.models.rerd import REFERENCE_MSD_EPSILON, msd_inputs
-from mmfuse_jax.registry import METHODS, MODELS
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DATASETS = {"mosi": {"text": (50, 300), "audio": (375, 5), "vision": (500, 20)},

@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from mmfuse_jax.catalog import MODELS
 from mmfuse_jax.data import binarize, make_batch
 from mmfuse_jax.data.context import dataset_with_video_context
 from mmfuse_jax.errors import ConfigError
@@ -16,7 +17,6 @@ from mmfuse_jax.layers.recurrent import MaskedLSTM
 from mmfuse_jax.losses import adversarial as adv
 from mmfuse_jax.methods.argf import ARGFMethod, param_subset
 from mmfuse_jax.models.base import DataInfo
-from mmfuse_jax.registry import MODELS
 from tests.helpers import tiny_config, tiny_synthetic
 
 UTT = {"text": 1, "audio": 1, "vision": 1}

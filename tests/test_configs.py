@@ -10,9 +10,8 @@ import os
 import pytest
 
 from mmfuse_jax import config as config_lib
-from mmfuse_jax import models  # noqa: F401  (fill the model registry)
+from mmfuse_jax.catalog import MODELS
 from mmfuse_jax.models.base import check_model_modalities
-from mmfuse_jax.registry import MODELS
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = sorted(glob.glob(os.path.join(ROOT, "configs", "*", "*.py")))

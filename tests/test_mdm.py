@@ -13,8 +13,10 @@ from mmfuse_jax.data.pipeline import make_batch
 from mmfuse_jax.errors import ConfigError
 from mmfuse_jax.losses import dependency as dep
 from mmfuse_jax.losses.task import weighted_mean
-from mmfuse_jax.methods.mdm import dependency_table
+from mmfuse_jax.models.mdm_critic import table4_widths
 from mmfuse_jax.training import robustness
+from mmfuse_jax.training.dependency_scores import dependency_table
+from mmfuse_jax.training.experiment import load_trained
 from mmfuse_jax.training.loop import build_experiment, init_state, train_and_evaluate
 from tests.helpers import tiny_config, tiny_synthetic
 from tests.test_baselines import TINY_NET
@@ -40,7 +42,7 @@ def test_state_layout_and_config_errors():
   st = init_state(exp)
   assert set(st.opt_state) == {"model", "critic"}
   widths = [st.extras["critic"][f"dense_{i}"]["kernel"].shape[1] for i in range(5)]
-  assert widths == list(dep.table4_widths(16))  # fused width of EF-LSTM = hidden 16
+  assert widths == list(table4_widths(16))  # fused width of EF-LSTM = hidden 16
   with pytest.raises(ValueError, match="further batches"):
     exp.train_step(st, _batch(ds), jax.random.PRNGKey(0))  # no batch.more
   st2, m = exp.train_step(st, _batch(ds, more=2), jax.random.PRNGKey(0))
@@ -202,7 +204,7 @@ def test_robustness_table_and_dependency_scores(workdir):
   with pytest.raises(ConfigError, match="subset of"):
     robustness.parse_drop("zero:speech", ("text", "audio"))
   # all modalities removed: every sample gets the same prediction
-  exp, state = robustness.load_trained(workdir, dataset=ds)
+  exp, state = load_trained(workdir, dataset=ds)
   from mmfuse_jax.training.loop import predict_split
   none_left = robustness.corrupt_split(ds.splits["test"], "remove", ("text", "audio", "vision"))
   preds, _ = predict_split(exp, state, none_left)

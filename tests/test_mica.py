@@ -514,7 +514,7 @@ def test_mica_learns_on_synthetic(workdir):
   assert rows[-1]["train"]["l_e"] < rows[0]["train"]["l_e"]
   # Layer-stacked aux (D, B, ...) is cut to the valid rows on the batch axis (the last
   # eval batch of 128 rows in batches of 48 is padded), and the plots read it.
-  from mmfuse_jax.evaluate import restore_selected
+  from mmfuse_jax.training.experiment import restore_selected
   from mmfuse_jax.plots import plot_workdir
   from mmfuse_jax.training.loop import build_experiment, predict_split
   c.eval_batch_size = 48

@@ -39,9 +39,9 @@ from mmfuse_jax.errors import ConfigError
 from mmfuse_jax.losses import label_generation as lg
 from mmfuse_jax.losses import vib
 from mmfuse_jax.methods.base import Method, TrainState
+from mmfuse_jax.methods.optim import make_optimizer, scale_updates
 from mmfuse_jax.models.mcer import active_tasks, dc_group_size
 from mmfuse_jax.registry import METHODS
-from mmfuse_jax.training.optim import make_optimizer, scale_updates
 
 ENCODER_GROUPS = {"text_encoder": "text", "audio_encoder": "audio", "vision_encoder": "vision"}
 KL_WEIGHTINGS = ("once", "literal")

@@ -28,13 +28,14 @@ import jax.numpy as jnp
 import numpy as np
 from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding, PartitionSpec as P
+from tqdm.auto import tqdm
 
 from mmfuse_jax import config as config_lib
-from mmfuse_jax.data import iterate_batches, load_dataset, shard_batch
+from mmfuse_jax.catalog import METHODS, MODELS
+from mmfuse_jax.data import iterate_batches, load_dataset, make_batch, shard_batch
 from mmfuse_jax.data.core import Dataset, Split
 from mmfuse_jax.errors import ConfigError
 from mmfuse_jax.models.base import DataInfo, check_model_modalities
-from mmfuse_jax.registry import METHODS, MODELS
 from mmfuse_jax.training import metrics as metrics_lib
 from mmfuse_jax.training.checkpoint import Checkpoints, abstract_like
 from mmfuse_jax.training.feeding import DeviceFeed, choose_feed, gather_batch, make_feed
@@ -81,7 +82,6 @@ def _round_up(n: int, k: int) -> int:
 def build_experiment(config, dataset: Dataset | None = None, data_stats: dict | None = None
                      ) -> Experiment:
   """Loads data (unless given), builds model and method, and jit-compiles the steps."""
-  from mmfuse_jax import methods, models  # noqa: F401  (fill the registries)
   config_lib.validate_config(config)
   spec = MODELS.get(config.model)
   method_cls = METHODS.get(config.method or spec.method)
@@ -282,7 +282,6 @@ def scan_bytes_bound(exp: Experiment) -> int:
   """Upper bound of one epoch's stacked batches in bytes: full-length batches (with the
   method's extra batches) times the steps, twice that with bucketing (runs are padded to a
   power of two)."""
-  from mmfuse_jax.data.pipeline import make_batch
   split = exp.dataset.splits["train"]
   rows = np.arange(min(len(split), exp.config.batch_size))
   one = make_batch(split, rows, exp.config.batch_size, 1,
@@ -416,7 +415,6 @@ def selection_rule(config, task: str) -> tuple[str, str]:
 def _first_batch(exp: Experiment):
   split = exp.dataset.splits["train"]
   rows = np.arange(min(len(split), exp.config.batch_size))
-  from mmfuse_jax.data.pipeline import make_batch
   return shard_batch(make_batch(split, rows, exp.config.batch_size,
                                 exp.config.data.num_buckets), exp.batch_sharding)
 
@@ -487,7 +485,6 @@ def train_and_evaluate(config, workdir: str, *, dataset: Dataset | None = None,
   train_loop = resolve_train_loop(exp, feed.kind)
   start_epoch = loop["epoch"]
 
-  from tqdm.auto import tqdm
   bar = tqdm(range(loop["epoch"], config.epochs), initial=loop["epoch"], total=config.epochs,
              disable=not config.progress or jax.process_index() != 0, desc=config.model,
              unit="epoch")
