@@ -112,6 +112,11 @@ def test_model_gradient_is_eq5_under_the_critic(model, mode):
   _, flipped = fn(st.params, -1.0)
   grads, m, _, _ = jax.jit(meth.model_gradient)(st, b, rng)
   np.testing.assert_allclose(m["loss"], loss, rtol=1e-5)
+  # Eq. 5 by itself: the method's named loss on the outputs of its forward pass.
+  outs, _ = meth.model_outputs(st.params, model_state=st.model_state, batch=b, rngs=rngs)
+  eq5, _ = meth.model_loss(outs, batch=b, critic_params=st.extras["critic"],
+                           ma=(st.extras["ma"], st.extras["ma_count"]), rngs=rngs)
+  np.testing.assert_allclose(eq5, loss, rtol=1e-5)
   np.testing.assert_allclose(m["task_loss"], task, rtol=1e-5)
   got, want, flipped = (np.concatenate([np.ravel(x) for x in jax.tree_util.tree_leaves(t)])
                         for t in (grads, want, flipped))

@@ -30,6 +30,8 @@ Critic input (`net.mdm_input`):
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import optax
@@ -193,6 +195,41 @@ class MDMMethod(StandardMethod):
       return carry
     return jax.lax.fori_loop(0, net.mdm_unroll, critic_update, carry)
 
+  def model_outputs(self, params, *, model_state, batch, rngs):
+    """The model's forward pass(es) whose outputs Eq. 5 reads: {'pred', 'aux'} on the batch
+    and, in 'fused' mode, 'neg', the fused representation of its negative batch (modalities
+    permuted independently). Returns (outputs, new model_state)."""
+    (pred, aux), new_ms = self.apply(params, model_state, batch, train=True,
+                                     rng=rngs["model"], mutable=True)
+    outs = {"pred": pred, "aux": aux}
+    if self.config.net.mdm_input == "fused":
+      (_, neg_aux), _ = self.apply(params, model_state,
+                                   self.negative_batch(rngs["negatives"], batch),
+                                   train=True, rng=rngs["negative_model"], mutable=True)
+      outs["neg"] = neg_aux["fused"]
+    return outs, new_ms
+
+  def model_loss(self, outs, *, batch, critic_params, ma, rngs):
+    """Eq. 5, L = L_down - lambda * L_MDM, on the outputs of `model_outputs`: the task
+    loss (plus the model's own regularizer, if any) minus net.mdm_lambda times the bound
+    (Eq. 6-8, surrogate form) of the critic's scores of the joint representation and its
+    negatives. Returns (loss, metrics)."""
+    net, w = self.config.net, batch.weights
+    task = weighted_mean(self.task_loss_per_sample(outs["pred"], batch), w)
+    metrics = {"task_loss": task}
+    total = task
+    if self.spec.regularizer is not None:
+      reg, reg_metrics = self.spec.regularizer(outs["aux"], batch, self.config,
+                                               rngs["regularizer"])
+      total = total + reg
+      metrics.update(reg_metrics)
+    zj = self.joint_inputs(outs["aux"])
+    zm = self.marginal_inputs(outs["aux"], outs.get("neg"), rngs["marginals"], w)
+    est, sur, _ = self._bound(critic_params, zj, zm, w, ma, rngs["bound"])
+    total = total - net.mdm_lambda * sur
+    metrics.update(mdm_estimate=est, loss=total)
+    return total, metrics
+
   def model_gradient(self, state: TrainState, batch, rng):
     """Algorithm 1, one outer iteration, without the model's optimiser step: the critic
     updates on the further batches, then the gradient of Eq. 5 on `batch` under the updated
@@ -209,41 +246,13 @@ class MDMMethod(StandardMethod):
     rngs = self.step_rngs(rng, state.step)
     more, batch = batch.more, batch.replace(more=None)
     cparams, copt, ma, critic_est = self.update_critic(state, more, rngs["critic"])
-    w = batch.weights
-    fused_mode = net.mdm_input == "fused"
-
-    # Forward pass(es) of the model on the batch (and its negatives), kept as a VJP.
-    def forward(params):
-      (pred, aux), new_ms = self.apply(params, state.model_state, batch, train=True,
-                                       rng=rngs["model"], mutable=True)
-      outs = {"pred": pred, "aux": aux}
-      if fused_mode:
-        (_, neg_aux), _ = self.apply(params, state.model_state,
-                                     self.negative_batch(rngs["negatives"], batch),
-                                     train=True, rng=rngs["negative_model"], mutable=True)
-        outs["neg"] = neg_aux["fused"]
-      return outs, new_ms
+    forward = functools.partial(self.model_outputs, model_state=state.model_state,
+                                batch=batch, rngs=rngs)
     outs, model_vjp, new_model_state = jax.vjp(forward, state.params, has_aux=True)
-
-    # Eq. 5 under the updated critic.
-    def head(o):
-      task = weighted_mean(self.task_loss_per_sample(o["pred"], batch), w)
-      metrics = {"task_loss": task}
-      total = task
-      if self.spec.regularizer is not None:
-        reg, reg_metrics = self.spec.regularizer(o["aux"], batch, self.config,
-                                                 rngs["regularizer"])
-        total = total + reg
-        metrics.update(reg_metrics)
-      zj = self.joint_inputs(o["aux"])
-      zm = self.marginal_inputs(o["aux"], o.get("neg"), rngs["marginals"], w)
-      est, sur, _ = self._bound(cparams, zj, zm, w, ma, rngs["bound"])
-      total = total - net.mdm_lambda * sur
-      metrics.update(mdm_estimate=est, loss=total)
-      return total, metrics
-
-    total, head_vjp, metrics = jax.vjp(head, outs, has_aux=True)
-    (cotangent,) = head_vjp(jnp.ones_like(total))
+    loss = functools.partial(self.model_loss, batch=batch, critic_params=cparams, ma=ma,
+                             rngs=rngs)
+    total, loss_vjp, metrics = jax.vjp(loss, outs, has_aux=True)
+    (cotangent,) = loss_vjp(jnp.ones_like(total))
     (grads,) = model_vjp(cotangent)
     metrics["mdm_critic_estimate"] = critic_est
     return grads, metrics, new_model_state, (cparams, copt, ma)
