@@ -702,9 +702,9 @@ the standardised test split.
     code('''
 import numpy as np
 from mmfuse_jax.data import load_dataset
-from mmfuse_jax.evaluate import restore_selected
 from mmfuse_jax.inference import load_exported
-from mmfuse_jax.training.loop import build_experiment, predict_split
+from mmfuse_jax.training.evaluation import predict_split
+from mmfuse_jax.training.experiment import build_experiment, restore_selected
 
 predict = load_exported(out)
 raw, _ = load_dataset(config, standardize_features=False)

@@ -20,7 +20,8 @@ from mmfuse_jax.errors import ConfigError
 from mmfuse_jax.plots import plot_bars, plot_workdir
 from mmfuse_jax.training import robustness
 from mmfuse_jax.training.experiment import load_workdir_config, restore_selected
-from mmfuse_jax.training.loop import build_experiment, evaluate_split
+from mmfuse_jax.training.evaluation import evaluate_split
+from mmfuse_jax.training.experiment import build_experiment
 
 KNOWN = {"workdir": None, "data_dir": None, "splits": "valid,test", "help": None,
          "json": None, "plots": None, "drop": None}

@@ -18,7 +18,7 @@ import os
 import numpy as np
 
 from mmfuse_jax.losses.alignment import stack_layers
-from mmfuse_jax.training.loop import predict_split
+from mmfuse_jax.training.evaluation import predict_split
 
 
 def _plt():

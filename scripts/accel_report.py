@@ -36,7 +36,7 @@ from mmfuse_jax.data import make_synthetic
 from mmfuse_jax.data.context import dataset_with_video_context
 from mmfuse_jax.data.pipeline import make_batch
 from mmfuse_jax.data.synthetic import make_synthetic_utterances
-from mmfuse_jax.training.loop import build_experiment
+from mmfuse_jax.training.experiment import build_experiment
 
 SHAPES = {
     "sequence": ({"text": 50, "audio": 375, "vision": 500},

@@ -21,7 +21,7 @@ import numpy as np
 from mmfuse_jax import config as config_lib
 from mmfuse_jax.data.pipeline import make_batch
 from mmfuse_jax.data.synthetic import make_synthetic
-from mmfuse_jax.training.loop import build_experiment, init_state
+from mmfuse_jax.training.experiment import build_experiment, init_state
 
 
 def bench(mdm: str, args, ds) -> dict:

@@ -38,7 +38,7 @@ def load_state(workdir: str, data_dir: str | None, checkpoint: str, dataset=None
   trained on when it did not come from the run's config (tests)."""
   from mmfuse_jax.training.experiment import load_workdir_config, restore_selected
   from mmfuse_jax.training.checkpoint import Checkpoints, abstract_like
-  from mmfuse_jax.training.loop import build_experiment, init_state
+  from mmfuse_jax.training.experiment import build_experiment, init_state
   config = load_workdir_config(workdir, data_dir)
   if config.model != "mcer":
     raise SystemExit(f"{workdir} is a {config.model!r} run, not mcer")

@@ -14,7 +14,7 @@ from mmfuse_jax.catalog import MODELS
 from mmfuse_jax.data import load_dataset
 from mmfuse_jax.errors import ConfigError, DataError
 from mmfuse_jax.models.base import check_model_modalities
-from mmfuse_jax.training.loop import build_experiment
+from mmfuse_jax.training.experiment import build_experiment
 from tests.test_data_readers import cfg, write_mmsa, write_mult, write_utterance_npz
 
 

@@ -15,7 +15,8 @@ from mmfuse_jax.models.base import DataInfo
 from mmfuse_jax.models.mcer import (MCER, GatedCrossLayer, MaskedGRU, default_net,
                                     group_means, load_text_encoder_params)
 from mmfuse_jax.training import checkpoint as checkpoint_lib
-from mmfuse_jax.training.loop import build_experiment, train_and_evaluate
+from mmfuse_jax.training.experiment import build_experiment
+from mmfuse_jax.training.loop import train_and_evaluate
 
 SMALL = {"net.text_dim": 8, "net.audio_dim": 8, "net.vision_dim": 8, "net.fusion_dim": 16,
          "net.uni_dim": 8, "net.z_dim": 8, "net.cross_dim": 8, "net.cross_layers": 1,

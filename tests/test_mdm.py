@@ -17,7 +17,8 @@ from mmfuse_jax.models.mdm_critic import table4_widths
 from mmfuse_jax.training import robustness
 from mmfuse_jax.training.dependency_scores import dependency_table
 from mmfuse_jax.training.experiment import load_trained
-from mmfuse_jax.training.loop import build_experiment, init_state, train_and_evaluate
+from mmfuse_jax.training.experiment import build_experiment, init_state
+from mmfuse_jax.training.loop import train_and_evaluate
 from tests.helpers import tiny_config, tiny_synthetic
 from tests.test_baselines import TINY_NET
 
@@ -210,7 +211,7 @@ def test_robustness_table_and_dependency_scores(workdir):
     robustness.parse_drop("zero:speech", ("text", "audio"))
   # all modalities removed: every sample gets the same prediction
   exp, state = load_trained(workdir, dataset=ds)
-  from mmfuse_jax.training.loop import predict_split
+  from mmfuse_jax.training.evaluation import predict_split
   none_left = robustness.corrupt_split(ds.splits["test"], "remove", ("text", "audio", "vision"))
   preds, _ = predict_split(exp, state, none_left)
   assert np.ptp(preds) < 1e-5

@@ -516,7 +516,8 @@ def test_mica_learns_on_synthetic(workdir):
   # eval batch of 128 rows in batches of 48 is padded), and the plots read it.
   from mmfuse_jax.training.experiment import restore_selected
   from mmfuse_jax.plots import plot_workdir
-  from mmfuse_jax.training.loop import build_experiment, predict_split
+  from mmfuse_jax.training.evaluation import predict_split
+  from mmfuse_jax.training.experiment import build_experiment
   c.eval_batch_size = 48
   exp = build_experiment(c, ds)
   state, _ = restore_selected(workdir, exp)

@@ -121,7 +121,7 @@ def test_too_many_distillation_layers_is_a_config_error():
     with pytest.raises(ConfigError, match=f"net.{field}"):
       build(_net(**{field: bad}), _info())
   # And through the training entry point, before any workdir is written.
-  from mmfuse_jax.training.loop import build_experiment
+  from mmfuse_jax.training.experiment import build_experiment
   c = tiny_config("rerd")
   c.net.distill_layers = 9
   with pytest.raises(ConfigError, match="at most"):

@@ -16,7 +16,7 @@ from mmfuse_jax.training.experiment import load_trained
 
 
 def score_split(exp, state, split) -> np.ndarray:
-  """T_theta score of every row of a split (an Experiment from training.loop)."""
+  """T_theta score of every row of a split (an Experiment, training/experiment.py)."""
   fn = jax.jit(exp.method.dependency_scores)
   out = []
   bs = -(-exp.config.eval_batch_size // exp.num_devices) * exp.num_devices

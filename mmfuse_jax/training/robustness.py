@@ -28,7 +28,7 @@ import numpy as np
 from mmfuse_jax.data.core import Split
 from mmfuse_jax.errors import ConfigError
 from mmfuse_jax.training.experiment import load_trained
-from mmfuse_jax.training.loop import evaluate_split
+from mmfuse_jax.training.evaluation import evaluate_split
 
 MODES = ("zero", "remove")
 PAPER_DROPS = ("zero:text+vision", "zero:text+audio", "zero:text")  # keep A, V, A+V
