@@ -3,10 +3,12 @@
 `get_config(model, dataset)` gives the defaults (library defaults, then the model's own);
 `apply_overrides` takes CLI `--key=value` pairs (dotted keys reach nested fields) and
 rejects unknown names with the list of valid ones; `validate_config` checks ranges.
-Config files in configs/ define `get_config()` returning a full config.
+Config files define `get_config()` returning a full config; the files in configs/ hold one
+method each and take the setting as an argument, `--config=configs/mdm.py:tfn,mosei`.
 
-The field machinery lives in config_base.py (below the data layer, which reads config
-fields) and is re-exported here; this module adds what needs the registered models.
+The field machinery lives in config_base.py (at the bottom of the import graph, where the
+data layer can read it) and is re-exported here; this module adds what needs the
+registered models.
 """
 
 from __future__ import annotations
@@ -15,8 +17,9 @@ import ml_collections
 
 from mmfuse_jax.catalog import MODELS
 from mmfuse_jax.config_base import (MODALITY_NAMES, RESUMABLE_FIELDS, all_keys,
-                                    apply_overrides, base_config, changed_fields, flat_value,
-                                    from_json, load_config_file, modalities, to_json,
+                                    apply_overrides, base_config, changed_fields,
+                                    config_settings, flat_value, from_json, load_config_file,
+                                    modalities, select_setting, split_config_arg, to_json,
                                     validate_config)
 from mmfuse_jax.errors import ConfigError
 
@@ -52,6 +55,6 @@ def get_config(model: str = "mult", dataset: str | None = None, *, preset: bool 
 
 
 __all__ = ["ConfigError", "MODALITY_NAMES", "RESUMABLE_FIELDS", "SYNTHETIC_DATASETS",
-           "all_keys", "apply_overrides", "base_config", "changed_fields", "default_dataset",
-           "flat_value", "from_json", "get_config", "load_config_file", "modalities",
-           "to_json", "validate_config"]
+           "all_keys", "apply_overrides", "base_config", "changed_fields", "config_settings",
+           "default_dataset", "flat_value", "from_json", "get_config", "load_config_file",
+           "modalities", "select_setting", "split_config_arg", "to_json", "validate_config"]

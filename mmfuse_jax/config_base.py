@@ -182,8 +182,18 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: dict[str, str]
   return config
 
 
-def load_config_file(path: str) -> ml_collections.ConfigDict:
-  """Loads `get_config()` from a Python config file (configs/<model>/<setting>.py)."""
+def split_config_arg(spec: str) -> tuple[str, str | None]:
+  """'configs/mdm.py:tfn,mosei' -> ('configs/mdm.py', 'tfn,mosei'); a path without ':ARG'
+  (or one that exists as written) -> (path, None). The ml_collections / big_vision form of
+  --config."""
+  if os.path.exists(spec) or ".py:" not in spec:
+    return spec, None
+  path, _, arg = spec.partition(".py:")
+  return path + ".py", arg
+
+
+def load_config_module(path: str):
+  """The module of a Python config file (its `get_config`, and `SETTINGS` if it has some)."""
   if not os.path.exists(path):
     raise ConfigError(f"config file {path} does not exist")
   spec = importlib.util.spec_from_file_location("mmfuse_user_config", path)
@@ -191,7 +201,33 @@ def load_config_file(path: str) -> ml_collections.ConfigDict:
   spec.loader.exec_module(module)
   if not hasattr(module, "get_config"):
     raise ConfigError(f"config file {path} defines no get_config()")
-  return module.get_config()
+  return module
+
+
+def load_config_file(spec: str) -> ml_collections.ConfigDict:
+  """The config of `--config=FILE` or `--config=FILE:ARG`: FILE's `get_config()`, or
+  `get_config(ARG)` (configs/<method>.py take the setting as ARG, e.g.
+  configs/mdm.py:tfn,mosei)."""
+  path, arg = split_config_arg(spec)
+  module = load_config_module(path)
+  return module.get_config() if arg is None else module.get_config(arg)
+
+
+def config_settings(path: str) -> tuple[str, ...]:
+  """The settings a config file takes after ':' (its SETTINGS), () for a file without."""
+  return tuple(getattr(load_config_module(path), "SETTINGS", ()))
+
+
+def select_setting(path: str, settings: dict, arg: str | None) -> ml_collections.ConfigDict:
+  """The config of one named setting of a config file: settings maps ARG of
+  --config=PATH:ARG to a function returning the config; a missing or unknown ARG names
+  the valid ones."""
+  if arg not in settings:
+    shown = os.path.relpath(path) if not os.path.relpath(path).startswith("..") else path
+    got = "no setting" if arg is None else f"setting {arg!r}"
+    raise ConfigError(f"{shown} takes a setting, --config={shown}:SETTING with SETTING one "
+                      f"of {', '.join(settings)}; got {got}")
+  return settings[arg]()
 
 
 MODALITY_NAMES = ("text", "audio", "vision")

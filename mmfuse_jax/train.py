@@ -1,6 +1,9 @@
 """python -m mmfuse_jax.train --model=NAME [--dataset=NAME] [--data_dir=PATH] [--workdir=DIR]
-[--epochs=N] [--seed=N | --seeds=1,2,3] [--batch_size=N] [--config=FILE] [--preset=none]
-[--compile_cache=PATH|none] [--wandb=PROJECT] [--any.config.field=V]
+[--epochs=N] [--seed=N | --seeds=1,2,3] [--batch_size=N] [--config=FILE[:SETTING]]
+[--preset=none] [--compile_cache=PATH|none] [--wandb=PROJECT] [--any.config.field=V]
+
+--config names a config file, and the setting of the files in configs/ after a colon:
+--config=configs/mdm.py:tfn,mosei (the file lists its settings).
 
 Without --dataset a model trains on its built-in synthetic dataset ('synthetic' for sequence
 models, 'synthetic_utterance' for utterance-level models such as ARGF) with the model's

@@ -1,7 +1,7 @@
 """Times one RERD train step at CMU-MOSEI unaligned shapes and prints JSON.
 
 Shapes (paper appendix B): text 50 x 300 (GloVe), audio 500 x 74 (COVAREP), vision 500 x 35
-(Facet), batch 32; the model is configs/rerd/mosei.py (Table IX). Reports the first call
+(Facet), batch 32; the model is configs/rerd.py:mosei (Table IX). Reports the first call
 (compile + one step) and the median of `--steps` steady-state steps, each ended with
 jax.block_until_ready. Random inputs with random valid lengths (masks exercised).
 
@@ -43,7 +43,7 @@ def main(argv=None) -> dict:
   p.add_argument("--steps", type=int, default=10)
   p.add_argument("--batch", type=int, default=32)
   p.add_argument("--msd", type=int, default=1, help="1: with the Sinkhorn regulariser")
-  p.add_argument("--config", default=os.path.join(HERE, "..", "configs", "rerd", "mosei.py"))
+  p.add_argument("--config", default=os.path.join(HERE, "..", "configs", "rerd.py") + ":mosei")
   args = p.parse_args(argv)
 
   from mmfuse_jax.config import load_config_file

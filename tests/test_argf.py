@@ -434,15 +434,15 @@ def test_end_to_end_with_ucln_regression_beats_label_mean(tmp_path):
 def test_config_files():
   import os
   from mmfuse_jax import config as config_lib
-  root = os.path.join(os.path.dirname(__file__), "..", "configs", "argf")
-  load = lambda name: config_lib.load_config_file(os.path.join(root, name))  # noqa: E731
-  c = load("mosi_utterance.py")
+  path = os.path.join(os.path.dirname(__file__), "..", "configs", "argf.py")
+  load = lambda name: config_lib.load_config_file(f"{path}:{name}")  # noqa: E731
+  c = load("mosi_utterance")
   assert (c.model, c.dataset, c.method) == ("argf", "mosi_utterance", "argf")
   assert c.data.task == "classification" and c.data.split == "poria" and c.data.context
   assert c.net.ucln and c.net.target_modality == "text" and c.optim.b1 == 0.5
-  r = load("mosi_utterance_regression.py")
+  r = load("mosi_utterance_regression")
   assert r.data.task == "" and r.data.context and r.dataset == "mosi_utterance"
-  t = load("tiny.py")
+  t = load("tiny")
   assert t.dataset == "synthetic" and not t.net.ucln
   for cfg in (c, r, t):
     config_lib.validate_config(cfg)

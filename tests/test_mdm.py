@@ -225,13 +225,12 @@ def test_robustness_table_and_dependency_scores(workdir):
 
 
 def test_paper_configs_load():
-  import glob
   from mmfuse_jax import config as config_lib
-  files = sorted(glob.glob(os.path.join(os.path.dirname(__file__), "..", "configs", "mdm",
-                                        "*.py")))
-  assert len(files) == 9
-  for f in files:
-    c = config_lib.load_config_file(f)
+  path = os.path.join(os.path.dirname(__file__), "..", "configs", "mdm.py")
+  settings = config_lib.config_settings(path)
+  assert len(settings) == 9
+  for setting in settings:
+    c = config_lib.load_config_file(f"{path}:{setting}")
     config_lib.validate_config(c)
     assert c.method == "mdm" and c.net.mdm in ("w", "none", "kl", "f")
     assert c.net.mdm_unroll >= 1 and c.optim.name == "adamw"
