@@ -3,19 +3,20 @@
 Imports go one way, from the bottom up:
 
   foundation (errors, registry, cli, config_base) -> data, layers -> losses -> models
-  -> methods -> catalog, config, convert -> training -> entry points (train, evaluate,
-  export, plots, sweep, inference)
+  -> methods -> catalog, config (and convert/) -> training -> entry points (train,
+  evaluate, export, plots, sweep, inference)
 
 A module may import its own layer or a lower one, never a higher one; every import of the
 package sits at the top of its module (no function-local import that would hide a cycle);
 the module-level imports form no cycle. docs/concepts.md opens with a picture of the same
-flow: the files it names exist and appear in the order of their layers.
+layers: the files it names exist and sit in the layer of their row.
 """
 
 from __future__ import annotations
 
 import ast
 import os
+import re
 
 import pytest
 
@@ -31,8 +32,8 @@ LAYERS = (
     ("losses", ("mmfuse_jax.losses",)),
     ("models", ("mmfuse_jax.models",)),
     ("methods", ("mmfuse_jax.methods",)),
-    ("catalog, config, convert", ("mmfuse_jax.catalog", "mmfuse_jax.config",
-                                  "mmfuse_jax.convert")),
+    ("catalog, config", ("mmfuse_jax.catalog", "mmfuse_jax.config",
+                         "mmfuse_jax.convert")),   # convert/: official weights -> ours
     ("training", ("mmfuse_jax.training",)),
     ("entry points", ("mmfuse_jax.train", "mmfuse_jax.evaluate", "mmfuse_jax.export",
                       "mmfuse_jax.plots", "mmfuse_jax.sweep", "mmfuse_jax.inference")),
@@ -163,6 +164,36 @@ def test_module_imports_form_no_cycle():
   for m in sorted(graph):
     if m not in state:
       visit(m, [m])
+
+
+def concepts_picture() -> list[tuple[str, list[str]]]:
+  """(layer label, files) per row of the picture that opens docs/concepts.md: the first
+  code block; a row's label is its text before two spaces, continuation rows have none."""
+  text = open(os.path.join(ROOT, "docs", "concepts.md")).read()
+  block = text.split("```", 2)[1].splitlines()[1:]
+  rows = []
+  for line in block[2:]:            # the header and its rule
+    label = line[:17].strip()
+    files = re.findall(r"[\w/]+\.py", line[17:60])
+    if label:
+      rows.append((label, files))
+    else:
+      rows[-1][1].extend(files)
+  return rows
+
+
+def test_concepts_picture_names_real_files_in_their_layers():
+  """The picture's rows are the layers, top to bottom, and each file it names exists and
+  belongs to its row's layer."""
+  rows = concepts_picture()
+  assert [label for label, _ in rows] == [name for name, _ in reversed(LAYERS)]
+  for rank, (label, files) in zip(reversed(range(len(LAYERS))), rows):
+    assert files or label == "foundation", label
+    for f in files:
+      module = module_name(os.path.join(PACKAGE, f))
+      assert module in MODULES, f"docs/concepts.md names {f}, which does not exist"
+      assert layer_of(module) == rank, (
+          f"docs/concepts.md puts {f} in {label!r}; it belongs to {LAYERS[layer_of(module)][0]!r}")
 
 
 @pytest.mark.parametrize("source,expect_upward", [
