@@ -15,6 +15,7 @@ layers: the files it names exist and sit in the layer of their row.
 from __future__ import annotations
 
 import ast
+import functools
 import os
 import re
 
@@ -41,8 +42,7 @@ LAYERS = (
 
 # Third-party packages a function may import on first use: optional extras, or heavy ones
 # needed by one code path only.
-LAZY_ALLOWED = ("matplotlib", "sklearn", "tensorboardX", "h5py", "wandb", "tensorflow",
-                "tensorflow_datasets")
+LAZY_ALLOWED = ("matplotlib", "sklearn", "tensorboardX", "h5py", "wandb")
 
 
 def module_name(path: str) -> str:
@@ -91,10 +91,15 @@ def resolve(node: ast.AST) -> list[str]:
   return sorted(set(out))
 
 
+@functools.lru_cache(maxsize=None)
+def parse(path: str) -> ast.Module:
+  return ast.parse(open(path).read(), path)
+
+
 def imports(path: str):
   """(imported module, line, at module top) for each package import of one file; an
   import inside a top-level `try`/`if` counts as top."""
-  tree = ast.parse(open(path).read(), path)
+  tree = parse(path)
   top = set()
   for stmt in tree.body:
     for node in ast.walk(stmt) if isinstance(stmt, (ast.Try, ast.If)) else [stmt]:
@@ -109,7 +114,7 @@ def imports(path: str):
 
 def lazy_third_party(path: str):
   """(name, line) of third-party imports inside functions that LAZY_ALLOWED lacks."""
-  tree = ast.parse(open(path).read(), path)
+  tree = parse(path)
   out = []
   for fn in ast.walk(tree):
     if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
