@@ -20,9 +20,9 @@ import numpy as np
 import pytest
 
 from mmfuse_jax import config as config_lib
+from mmfuse_jax.catalog import MODELS
 from mmfuse_jax.data import make_synthetic, make_synthetic_utterances, standardize
 from mmfuse_jax.data.context import dataset_with_video_context
-from mmfuse_jax.registry import MODELS
 from mmfuse_jax.training.loop import train_and_evaluate
 
 # model -> (training samples, epochs) of the shortened run; validation and test 200 each.

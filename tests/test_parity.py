@@ -10,6 +10,7 @@ import jax
 import numpy as np
 import pytest
 
+from mmfuse_jax.catalog import MODELS
 from mmfuse_jax.convert import CONVERTERS, parity
 from mmfuse_jax.convert.common import StateDict, multihead_attention
 from mmfuse_jax.data import load_dataset
@@ -19,7 +20,6 @@ from mmfuse_jax.evaluate import evaluate_workdir
 from mmfuse_jax.export import export_workdir
 from mmfuse_jax.inference import load_exported
 from mmfuse_jax.models.base import DataInfo
-from mmfuse_jax.registry import MODELS
 from tests.helpers import load_script, tiny_config
 
 FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures")
