@@ -9,6 +9,7 @@ import pytest
 
 from mmfuse_jax import config as config_lib
 from mmfuse_jax import evaluate, train
+from mmfuse_jax.cli import parse_flags
 from mmfuse_jax.errors import ConfigError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -18,6 +19,16 @@ def test_help_lists_models_datasets_fields(capsys):
   assert train.main(["--help"]) == 0
   out = capsys.readouterr().out
   assert "mult" in out and "synthetic" in out and "optim.lr" in out
+
+
+def test_home_paths_expanded_in_flags_and_overrides(monkeypatch):
+  """`--data_dir=~/data`: the shell leaves `~` after `=` alone, the CLI expands it."""
+  monkeypatch.setenv("HOME", "/home/someone")
+  flags, overrides = parse_flags(["--data_dir=~/data/mosi", "--workdir", "~/runs/a",
+                                  "--data.file=~/x.pkl", "--net.d_model=30"],
+                                 {"data_dir": None, "workdir": None})
+  assert flags == {"data_dir": "/home/someone/data/mosi", "workdir": "/home/someone/runs/a"}
+  assert overrides == {"data.file": "/home/someone/x.pkl", "net.d_model": "30"}
 
 
 def test_unknown_model_lists_valid_ones(capsys):
