@@ -59,6 +59,11 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.synthetic_valid = 300
   c.data.synthetic_test = 300
   c.data.synthetic_seed = 0
+  c.data.shared_noise_text = 1.0      # synthetic_shared: per-step noise sigma_m of each modality
+  c.data.shared_noise_audio = 1.0
+  c.data.shared_noise_vision = 1.0
+  c.data.shared_heterogeneity = 1.0   # synthetic_shared: 0 one map/scale/shape for all, 1 own
+  c.data.shared_specific_share = 0.3  # synthetic_shared: label share of modality-specific signals
   c.data.label_key = ""          # reader-specific label choice
   c.data.context = False         # utterance data: give each utterance its video's utterances
   c.data.file = ""               # data file: a name in data_dir or a path; empty: reader default
@@ -108,6 +113,8 @@ RESUMABLE_FIELDS = frozenset({"epochs", "patience", "progress", "wandb", "eval_b
 
 # The built-in synthetic dataset for each kind of model input (ModelSpec.input_kind).
 SYNTHETIC_DATASETS = {"sequence": "synthetic", "utterance": "synthetic_utterance"}
+# Every built-in synthetic dataset (a model's synthetic preset applies on each).
+BUILTIN_SYNTHETIC = (*SYNTHETIC_DATASETS.values(), "synthetic_shared")
 
 
 def default_dataset(model: str) -> str:
@@ -135,7 +142,7 @@ def get_config(model: str = "mult", dataset: str | None = None, *, preset: bool 
   c.method = spec.method
   if spec.update_config is not None:
     spec.update_config(c)
-  if preset and spec.synthetic_setting is not None and c.dataset in SYNTHETIC_DATASETS.values():
+  if preset and spec.synthetic_setting is not None and c.dataset in BUILTIN_SYNTHETIC:
     spec.synthetic_setting(c)
     c.preset = "synthetic"
   return c
