@@ -25,6 +25,8 @@ from mmfuse_jax.errors import ConfigError
 
 # The built-in synthetic dataset for each kind of model input (ModelSpec.input_kind).
 SYNTHETIC_DATASETS = {"sequence": "synthetic", "utterance": "synthetic_utterance"}
+# Every built-in synthetic dataset (a model's synthetic preset applies on each).
+BUILTIN_SYNTHETIC = (*SYNTHETIC_DATASETS.values(), "synthetic_shared")
 
 
 def default_dataset(model: str) -> str:
@@ -48,7 +50,7 @@ def get_config(model: str = "mult", dataset: str | None = None, *, preset: bool 
   c.method = spec.method
   if spec.update_config is not None:
     spec.update_config(c)
-  if preset and spec.synthetic_setting is not None and c.dataset in SYNTHETIC_DATASETS.values():
+  if preset and spec.synthetic_setting is not None and c.dataset in BUILTIN_SYNTHETIC:
     spec.synthetic_setting(c)
     c.preset = "synthetic"
   return c

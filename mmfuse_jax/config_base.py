@@ -61,6 +61,11 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.synthetic_valid = 300
   c.data.synthetic_test = 300
   c.data.synthetic_seed = 0
+  c.data.shared_noise_text = 1.0      # synthetic_shared: per-step noise sigma_m of each modality
+  c.data.shared_noise_audio = 1.0
+  c.data.shared_noise_vision = 1.0
+  c.data.shared_heterogeneity = 1.0   # synthetic_shared: 0 one map/scale/shape for all, 1 own
+  c.data.shared_specific_share = 0.3  # synthetic_shared: label share of modality-specific signals
   c.data.label_key = ""          # reader-specific label choice
   c.data.context = False         # utterance data: give each utterance its video's utterances
   c.data.file = ""               # data file: a name in data_dir or a path; empty: reader default

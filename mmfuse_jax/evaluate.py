@@ -6,6 +6,11 @@ metrics. --data_dir points at the data when it moved since training. --plots wri
 plots into the workdir (mmfuse_jax/plots.py). --drop=SPEC[,SPEC] (or --drop=paper) evaluates
 the selected checkpoint with modalities zeroed or removed ('zero:text', 'remove:audio+vision')
 and reports Acc-2(corrupt) / Acc-2 (MDM Sec. 5.3); --splits then names the split.
+--noise=MOD:LEVEL[,MOD:LEVEL] adds Gaussian noise of LEVEL standard deviations to one
+modality's standardised features (seeded by --noise_seed, default 0), and
+--shift=MOD:KIND:AMOUNT[,...] shifts one modality's distribution (KIND scale: about the
+train mean; offset: by AMOUNT standard deviations); each writes a table like --drop's
+(noise_SPLIT.json, shift_SPLIT.json in the workdir; mmfuse_jax/training/conditions.py).
 """
 
 from __future__ import annotations
@@ -18,13 +23,14 @@ import sys
 from mmfuse_jax.cli import parse_flags, run_main
 from mmfuse_jax.errors import ConfigError
 from mmfuse_jax.plots import plot_bars, plot_workdir
-from mmfuse_jax.training import robustness
+from mmfuse_jax.training import conditions, robustness
 from mmfuse_jax.training.experiment import load_workdir_config, restore_selected
 from mmfuse_jax.training.evaluation import evaluate_split
 from mmfuse_jax.training.experiment import build_experiment
 
 KNOWN = {"workdir": None, "data_dir": None, "splits": "valid,test", "help": None,
-         "json": None, "plots": None, "drop": None}
+         "json": None, "plots": None, "drop": None, "noise": None, "shift": None,
+         "noise_seed": "0"}
 
 
 PLOT_PACKAGES = ("matplotlib", "sklearn")  # pyproject's [plots] extra: matplotlib, scikit-learn
@@ -72,8 +78,12 @@ def _main(argv: list[str]) -> int:
   splits = tuple(s.strip() for s in flags["splits"].split(",") if s.strip())
   if flags["plots"]:
     require_plot_packages()
+  if flags["noise"] or flags["shift"]:
+    _conditions_main(flags)
   if flags["drop"]:
     return _drop_main(flags)
+  if flags["noise"] or flags["shift"]:
+    return 0
   out = evaluate_workdir(flags["workdir"], splits, flags["data_dir"], plots=bool(flags["plots"]))
   if flags["json"]:
     print(json.dumps(out, indent=2))
@@ -111,6 +121,40 @@ def _drop_main(flags) -> int:
               "modality_drop.png", f"{ratio_key} under modality drop ({split})",
               ylabel="corrupt / clean")
   return 0
+
+
+def _conditions_main(flags) -> None:
+  """--noise / --shift: test-time noise and distribution shift of one modality."""
+  split = flags["splits"].split(",")[-1].strip() or "test"
+  if flags["data_dir"]:
+    raise ConfigError("--noise/--shift read the data from the workdir's config; --data_dir is "
+                      "not supported with them yet")
+  try:
+    seed = int(flags["noise_seed"])
+  except ValueError:
+    raise ConfigError(f"--noise_seed expects an integer, got {flags['noise_seed']!r}") from None
+  specs = {k: tuple(s.strip() for s in (flags[k] or "").split(",") if s.strip())
+           for k in ("noise", "shift")}
+  for spec in specs["noise"]:  # the form of every spec is checked before anything loads
+    conditions.parse_noise(spec)
+  for spec in specs["shift"]:
+    conditions.parse_shift(spec)
+  table = conditions.condition_table(flags["workdir"], split=split, seed=seed, **specs)
+  for kind in ("noise", "shift"):
+    if not specs[kind]:
+      continue
+    part = {k: v for k, v in table.items() if k != ("shift" if kind == "noise" else "noise")}
+    path = os.path.join(flags["workdir"], f"{kind}_{split}.json")
+    robustness.write_table(part, path)
+    if not flags["json"]:
+      print("\n".join(conditions.format_table(table, kind) + [f"table: {path}"]))
+    if flags["plots"]:
+      main = "mae" if "mae" in table["clean"] else next(iter(table["clean"]))
+      plot_bars(flags["workdir"], {s: r["metrics"][main] for s, r in table[kind].items()},
+                f"{kind}.png", f"{main} under test-time {kind} ({split}; clean "
+                f"{table['clean'][main]:.3f})", ylabel=main)
+  if flags["json"]:  # one object: clean metrics, 'noise' and 'shift' rows
+    print(json.dumps(table, indent=2, default=float))
 
 
 def main(argv: list[str] | None = None) -> int:

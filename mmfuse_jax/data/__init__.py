@@ -19,6 +19,7 @@ from mmfuse_jax.data.core import (Batch, Dataset, IEMOCAP_EMOTIONS, MODALITIES, 
 from mmfuse_jax.data.mult_pickle import config_modalities, requested_modalities
 from mmfuse_jax.data.pipeline import (iterate_batches, make_batch, shard_batch, standardize)
 from mmfuse_jax.data.synthetic import make_synthetic, make_synthetic_utterances
+from mmfuse_jax.data.synthetic_shared import make_synthetic_shared
 from mmfuse_jax.errors import DataError
 from mmfuse_jax.registry import DATASETS
 
@@ -40,6 +41,17 @@ def _synthetic(config) -> Dataset:
 def _synthetic_utterance(config) -> Dataset:
   """Utterance-level synthetic data grouped into videos (the default of utterance models)."""
   return make_synthetic_utterances(config.data.synthetic_seed, sizes=_synthetic_sizes(config))
+
+
+@DATASETS.register("synthetic_shared")
+def _synthetic_shared(config) -> Dataset:
+  """Sequence-level synthetic data with a shared latent sentiment (data/synthetic_shared.py):
+  knobs data.shared_noise_<modality>, data.shared_heterogeneity, data.shared_specific_share."""
+  d = config.data
+  noise = {m: d[f"shared_noise_{m}"] for m in MODALITIES}
+  return make_synthetic_shared(d.synthetic_seed, sizes=_synthetic_sizes(config), noise=noise,
+                               heterogeneity=d.shared_heterogeneity,
+                               specific_share=d.shared_specific_share)
 
 
 def binarize(ds: Dataset) -> Dataset:
@@ -80,4 +92,4 @@ def load_dataset(config, *, standardize_features: bool | None = None) -> tuple[D
 
 __all__ = ["DATASETS", "Batch", "Dataset", "Split", "MODALITIES", "IEMOCAP_EMOTIONS",
            "load_dataset", "iterate_batches", "make_batch", "shard_batch", "make_synthetic",
-           "make_synthetic_utterances", "lengths_to_mask", "binarize"]
+           "make_synthetic_utterances", "make_synthetic_shared", "lengths_to_mask", "binarize"]

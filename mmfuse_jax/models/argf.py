@@ -376,10 +376,10 @@ def synthetic_setting(config: ml_collections.ConfigDict) -> None:
   """The built-in synthetic data (docs/results.md). On 'synthetic_utterance' the paper's
   settings learn within a few epochs and then overfit the 1200 training utterances
   (validation MAE 0.83 at epoch 5, 0.98 at epoch 50), so the preset stops at 12 epochs. On
-  the sequence data ('synthetic') there are no utterances to put in context: no UCLN, and
-  each modality's sequence is mean-pooled to one vector."""
+  the sequence data ('synthetic', 'synthetic_shared') there are no utterances to put in
+  context: no UCLN, and each modality's sequence is mean-pooled to one vector."""
   config.epochs = 12
-  if config.dataset == "synthetic":
+  if config.dataset != "synthetic_utterance":  # sequence data: synthetic, synthetic_shared
     config.net.ucln = False
     config.data.context = False
 
