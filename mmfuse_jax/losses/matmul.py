@@ -56,7 +56,10 @@ def _mixed_bwd(spec, dtype, residuals, g):
   g_low = g.astype(dtype)
   da = jnp.einsum(f"{out_spec},{b_spec}->{a_spec}", g_low, b_low,
                   preferred_element_type=jnp.float32)
-  db = jnp.einsum(f"{out_spec},{a_spec}->{b_spec}", g_low, a_low,
+  # (a, g), not (g, a): XLA CPU has no bf16 x bf16 -> f32 kernel for some operand orders
+  # (e.g. 'bnhd,bhnm->bmhd' fails to run, 'bhnm,bnhd->bmhd' runs); tests/test_accel.py
+  # runs every product MICA's losses use, forward and backward, on CPU.
+  db = jnp.einsum(f"{a_spec},{out_spec}->{b_spec}", a_low, g_low,
                   preferred_element_type=jnp.float32)
   return da.astype(a_proto.dtype), db.astype(b_proto.dtype)
 
@@ -64,11 +67,4 @@ def _mixed_bwd(spec, dtype, residuals, g):
 mixed_einsum.defvjp(_mixed_fwd, _mixed_bwd)
 
 
-def product(spec: str, a: jnp.ndarray, b: jnp.ndarray, dtype=None) -> jnp.ndarray:
-  """`mixed_einsum` with `dtype`, or the plain float32 einsum when dtype is None."""
-  if dtype is None:
-    return jnp.einsum(spec, a, b)
-  return mixed_einsum(spec, a, b, dtype)
-
-
-__all__ = ["mixed_einsum", "product"]
+__all__ = ["mixed_einsum"]
