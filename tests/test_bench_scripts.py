@@ -89,6 +89,7 @@ def test_bench_order_stats_tiny(tmp_path, capsys):
                                           f"--json={out}"]) == 0
   rows = json.load(open(out))["rows"]
   assert len(rows) == 2 and all(r["ratio"] > 0 for r in rows)
+  assert all(r["ways_ms"]["16"] > 0 for r in rows)     # the 16-way bisection, same values
   assert "sort / bisection" in capsys.readouterr().out
 
 
