@@ -518,11 +518,11 @@ REPRODUCE = [
     md('''
 # Reproduce a paper setting over several seeds
 
-`configs/<model>/<setting>.py` in the repository holds the paper settings (e.g.
-`configs/mult/mosi.py`: MulT on unaligned CMU-MOSI with the public code's hyper-parameters)
-and a `tiny.py` per model. This notebook loads one, trains it once per seed and reports
+`configs/<method>.py:<setting>` in the repository holds the paper settings (e.g.
+`configs/mult.py:mosi`: MulT on unaligned CMU-MOSI with the public code's hyper-parameters)
+and a `tiny` setting per method. This notebook loads one, trains it once per seed and reports
 mean +- std of the validation-selected checkpoints, which is what `docs/results.md` reports.
-CLI equivalent: `python -m mmfuse_jax.train --config=configs/mult/mosi.py --data_dir=DIR --seeds=1,2,3`.
+CLI equivalent: `python -m mmfuse_jax.train --config=configs/mult.py:mosi --data_dir=DIR --seeds=1,2,3`.
 
 Paper settings read real files (see `02_bring_your_own_data.ipynb`). Without them this
 notebook keeps the setting's model and hyper-parameters but trains on the synthetic
@@ -530,7 +530,7 @@ dataset, so the cells still run; such numbers are not comparable with the paper.
 '''),
     code(INSTALL),
     params('''
-config_file = "configs/mult/mosi.py"  # relative to the repository root
+config_file = "configs/mult.py:mosi"  # relative to the repository root
 seeds = [1, 2, 3]
 epochs = 0                            # 0: the setting's own number of epochs
 data_dir = ""                         # the setting's data folder; empty: $MMFUSE_DATA_DIR
@@ -548,6 +548,7 @@ folder holding the wheel and a copy of `configs/`), the parent folder (notebooks
 '''),
     code('''
 import os
+from mmfuse_jax import config as config_lib
 
 def find_repo():
     for cand in (os.environ.get("MMFUSE_REPO", ""), "..", ".", "/content/mmfuse_jax"):
@@ -557,19 +558,18 @@ def find_repo():
                             "inside the repository, or set MMFUSE_REPO to a checkout")
 
 repo = find_repo()
-path = os.path.join(repo, config_file)
+path = os.path.join(repo, config_file)              # FILE:SETTING
+file_path, setting = config_lib.split_config_arg(path)
 print(path)
-print(open(path).read().split('"""')[1].strip())  # the setting's description
+print(open(file_path).read().split('"""')[1].strip())  # the file's settings
 '''),
     md('''
 ## 2. Load the setting
 
-`load_config_file` runs the file's `get_config()`. The next cell then applies the
+`load_config_file` runs the file's `get_config(setting)`. The next cell then applies the
 parameters: epochs, data folder, extra overrides.
 '''),
     code('''
-from mmfuse_jax import config as config_lib
-
 config = config_lib.load_config_file(path)
 if epochs:
     config.epochs = epochs
@@ -702,9 +702,9 @@ the standardised test split.
     code('''
 import numpy as np
 from mmfuse_jax.data import load_dataset
-from mmfuse_jax.evaluate import restore_selected
 from mmfuse_jax.inference import load_exported
-from mmfuse_jax.training.loop import build_experiment, predict_split
+from mmfuse_jax.training.evaluation import predict_split
+from mmfuse_jax.training.experiment import build_experiment, restore_selected
 
 predict = load_exported(out)
 raw, _ = load_dataset(config, standardize_features=False)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from typing import Callable
 
@@ -10,7 +11,9 @@ from mmfuse_jax.errors import ConfigError, MmfuseError
 
 
 def parse_flags(argv: list[str], known: dict[str, str | None]) -> tuple[dict, dict]:
-  """Splits `--key=value` / `--key value` arguments into known flags and config overrides."""
+  """Splits `--key=value` / `--key value` arguments into known flags and config overrides.
+  A value starting with `~` is a path in the user's home (the shell does not expand `~`
+  after `--flag=`), so it is expanded here."""
   flags, overrides = dict(known), {}
   i = 0
   while i < len(argv):
@@ -25,6 +28,8 @@ def parse_flags(argv: list[str], known: dict[str, str | None]) -> tuple[dict, di
         value = argv[i + 1]; i += 1
       else:
         value = "true"
+    if value.startswith("~"):
+      value = os.path.expanduser(value)
     if key in known:
       flags[key] = value
     else:

@@ -17,6 +17,11 @@ import sys
 
 from mmfuse_jax.cli import parse_flags, run_main
 from mmfuse_jax.errors import ConfigError
+from mmfuse_jax.plots import plot_bars, plot_workdir
+from mmfuse_jax.training import robustness
+from mmfuse_jax.training.experiment import load_workdir_config, restore_selected
+from mmfuse_jax.training.evaluation import evaluate_split
+from mmfuse_jax.training.experiment import build_experiment
 
 KNOWN = {"workdir": None, "data_dir": None, "splits": "valid,test", "help": None,
          "json": None, "plots": None, "drop": None}
@@ -40,34 +45,8 @@ def require_plot_packages() -> None:
                       f"pip install matplotlib scikit-learn")
 
 
-def load_workdir_config(workdir: str, data_dir: str | None = None):
-  from mmfuse_jax import config as config_lib
-  path = os.path.join(workdir, "config.json")
-  if not os.path.exists(path):
-    raise ConfigError(f"{workdir} has no config.json: not a training workdir")
-  with open(path) as f:
-    config = config_lib.from_json(f.read())
-  if data_dir:
-    config.data_dir = data_dir
-  return config
-
-
-def restore_selected(workdir: str, exp):
-  """The validation-selected TrainState of a workdir, placed on the experiment's mesh."""
-  from mmfuse_jax.training.checkpoint import Checkpoints, abstract_like
-  from mmfuse_jax.training.loop import init_state
-  state = init_state(exp)
-  ckpt = Checkpoints(workdir)
-  restored = ckpt.restore_best(abstract_like(state, exp.state_sharding))
-  ckpt.close()
-  if restored is None:
-    raise ConfigError(f"{workdir} has no selected checkpoint yet (checkpoints/best is empty)")
-  return restored
-
-
 def evaluate_workdir(workdir: str, splits=("valid", "test"), data_dir: str | None = None,
                      plots: bool = False) -> dict:
-  from mmfuse_jax.training.loop import build_experiment, evaluate_split
   config = load_workdir_config(workdir, data_dir)
   exp = build_experiment(config)
   state, meta = restore_selected(workdir, exp)
@@ -77,7 +56,6 @@ def evaluate_workdir(workdir: str, splits=("valid", "test"), data_dir: str | Non
       raise ConfigError(f"unknown split {split!r}; valid: {sorted(exp.dataset.splits)}")
     out[split] = evaluate_split(exp, state, exp.dataset.splits[split])
   if plots:
-    from mmfuse_jax.plots import plot_workdir
     out["plots"] = plot_workdir(workdir, exp, state)
   return out
 
@@ -110,7 +88,6 @@ def _main(argv: list[str]) -> int:
 
 def _drop_main(flags) -> int:
   """--drop: modality-drop robustness of the selected checkpoint (MDM Sec. 5.3, Fig. 2)."""
-  from mmfuse_jax.training import robustness
   specs = robustness.PAPER_DROPS if flags["drop"] == "paper" else tuple(
       s.strip() for s in flags["drop"].split(",") if s.strip())
   split = flags["splits"].split(",")[-1].strip() or "test"
@@ -129,7 +106,6 @@ def _drop_main(flags) -> int:
       print(f"  drop {spec:22s} {ratio_key}={row[ratio_key]:.4f}")
     print(f"table: {path}")
   if flags["plots"]:
-    from mmfuse_jax.plots import plot_bars
     ratio_key = next(k for k in next(iter(table["drops"].values())) if k.endswith("_ratio"))
     plot_bars(flags["workdir"], {s: r[ratio_key] for s, r in table["drops"].items()},
               "modality_drop.png", f"{ratio_key} under modality drop ({split})",

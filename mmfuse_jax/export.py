@@ -15,12 +15,23 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 
+import flax.serialization
+import jax
+import jax.numpy as jnp
 import numpy as np
+import orbax.checkpoint as ocp
+from jax import export
 
+from mmfuse_jax.catalog import MODELS
 from mmfuse_jax.cli import parse_flags, run_main
+from mmfuse_jax.data.core import Batch
 from mmfuse_jax.errors import ConfigError
+from mmfuse_jax.models.base import DataInfo
+from mmfuse_jax.training.checkpoint import Checkpoints
+from mmfuse_jax.training.experiment import load_workdir_config
 
 KNOWN = {"workdir": None, "out": None, "platforms": "", "help": None}
 # Platforms an export is lowered for unless told otherwise (jax.export names).
@@ -37,8 +48,6 @@ def _read_preprocessing(workdir: str) -> dict:
 
 def inference_function(model, variables, pre: dict):
   """f(features, masks) -> predictions on raw features (standardised inside)."""
-  import jax.numpy as jnp
-  from mmfuse_jax.data.core import Batch
   stats = pre["standardize"]
 
   def fn(features, masks):
@@ -60,17 +69,6 @@ def export_workdir(workdir: str, out: str, platforms: tuple[str, ...] = DEFAULT_
                    ) -> dict:
   """Writes the workdir's selected model to `out` (module doc); the inference function is
   lowered for each of `platforms` (empty: DEFAULT_PLATFORMS)."""
-  import flax.serialization
-  import jax
-  import orbax.checkpoint as ocp
-  from jax import export
-
-  from mmfuse_jax import models  # noqa: F401
-  from mmfuse_jax.evaluate import load_workdir_config
-  from mmfuse_jax.models.base import DataInfo
-  from mmfuse_jax.registry import MODELS
-  from mmfuse_jax.training.checkpoint import Checkpoints
-
   config = load_workdir_config(workdir)
   pre = _read_preprocessing(workdir)
   if pre.get("context"):
@@ -95,7 +93,6 @@ def export_workdir(workdir: str, out: str, platforms: tuple[str, ...] = DEFAULT_
     f.write(flax.serialization.msgpack_serialize(variables))
   orbax_dir = os.path.abspath(os.path.join(out, "orbax"))
   if os.path.exists(orbax_dir):
-    import shutil
     shutil.rmtree(orbax_dir)
   checkpointer = ocp.StandardCheckpointer()
   checkpointer.save(orbax_dir, variables)

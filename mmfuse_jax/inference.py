@@ -16,10 +16,10 @@ import json
 import os
 
 import numpy as np
+from jax import export
 
 
 def load_exported(path: str):
-  from jax import export
   with open(os.path.join(path, "metadata.json")) as f:
     meta = json.load(f)
   with open(os.path.join(path, "inference.jax.bin"), "rb") as f:

@@ -17,6 +17,9 @@ import os
 
 import numpy as np
 
+from mmfuse_jax.losses.alignment import stack_layers
+from mmfuse_jax.training.evaluation import predict_split
+
 
 def _plt():
   import matplotlib
@@ -94,8 +97,6 @@ def plot_bars(workdir: str, values: dict[str, float], name: str, title: str,
 def plot_workdir(workdir: str, exp, state, split_name: str = "test", sample: int = 0
                  ) -> list[str]:
   """Every plot the workdir's model supports, from the selected checkpoint."""
-  from mmfuse_jax.losses.alignment import stack_layers
-  from mmfuse_jax.training.loop import predict_split
   paths = [plot_learning_curves(workdir)]
   split = exp.dataset.splits[split_name]
   _, _, auxes = predict_split(exp, state, split, with_aux=True)

@@ -1,4 +1,8 @@
-"""Name -> object registries: the only module-level state in the library."""
+"""Name -> object registries: the only module-level state in the library.
+
+Readers, models and methods register themselves when their modules are imported;
+mmfuse_jax/catalog.py imports them all and is where look-ups take the registries from.
+"""
 
 from __future__ import annotations
 
@@ -22,8 +26,8 @@ class Registry:
 
   def get(self, name: str) -> Any:
     if name not in self._items:
-      raise KeyError(
-          f"unknown {self.kind} {name!r}; valid {self.kind}s: {', '.join(self.names())}")
+      valid = ", ".join(self.names()) or "none registered (import mmfuse_jax.catalog)"
+      raise KeyError(f"unknown {self.kind} {name!r}; valid {self.kind}s: {valid}")
     return self._items[name]
 
   def names(self) -> list[str]:

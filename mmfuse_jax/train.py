@@ -1,6 +1,9 @@
 """python -m mmfuse_jax.train --model=NAME [--dataset=NAME] [--data_dir=PATH] [--workdir=DIR]
-[--epochs=N] [--seed=N | --seeds=1,2,3] [--batch_size=N] [--config=FILE] [--preset=none]
-[--compile_cache=PATH|none] [--wandb=PROJECT] [--any.config.field=V]
+[--epochs=N] [--seed=N | --seeds=1,2,3] [--batch_size=N] [--config=FILE[:SETTING]]
+[--preset=none] [--compile_cache=PATH|none] [--wandb=PROJECT] [--any.config.field=V]
+
+--config names a config file, and the setting of the files in configs/ after a colon:
+--config=configs/mdm.py:tfn,mosei (the file lists its settings).
 
 Without --dataset a model trains on its built-in synthetic dataset ('synthetic' for sequence
 models, 'synthetic_utterance' for utterance-level models such as ARGF) with the model's
@@ -16,11 +19,14 @@ steps are kept in a persistent cache (default ~/.cache/mmfuse_jax/jax; --compile
 
 from __future__ import annotations
 
-import json
 import sys
 
+from mmfuse_jax import config as config_lib
+from mmfuse_jax.catalog import DATASETS, METHODS, MODELS
 from mmfuse_jax.cli import parse_flags, run_main
+from mmfuse_jax.data import load_dataset
 from mmfuse_jax.training import compile_cache
+from mmfuse_jax.training.loop import train_and_evaluate, train_seeds
 from mmfuse_jax.training.run_log import import_wandb
 from mmfuse_jax.training.workdir import default_workdir
 
@@ -30,10 +36,6 @@ KNOWN = {"model": "mult", "dataset": None, "data_dir": None, "workdir": None, "e
 
 
 def usage(model: str = "mult") -> str:
-  from mmfuse_jax import config as config_lib
-  from mmfuse_jax import data, methods, models  # noqa: F401
-  from mmfuse_jax.registry import DATASETS, METHODS, MODELS
-  data._import_readers()
   config = config_lib.get_config(model)
   groups: dict[str, list[str]] = {}
   for key in config_lib.all_keys(config):
@@ -52,7 +54,6 @@ def usage(model: str = "mult") -> str:
 
 
 def build_config(flags: dict, overrides: dict):
-  from mmfuse_jax import config as config_lib
   if flags["config"]:
     config = config_lib.load_config_file(flags["config"])
     if flags["model"] != KNOWN["model"] and flags["model"] != config.model:
@@ -76,8 +77,6 @@ def build_config(flags: dict, overrides: dict):
 
 def describe_defaults(config, flags: dict) -> str:
   """What a run without --dataset/--config trains on, and which preset changed what."""
-  from mmfuse_jax import config as config_lib
-  from mmfuse_jax.registry import MODELS
   if flags["config"] or flags["dataset"]:
     return ""
   kind = MODELS.get(config.model).input_kind
@@ -105,8 +104,6 @@ def _main(argv: list[str]) -> int:
   note = describe_defaults(config, flags)
   if note:
     print(note, flush=True)
-  from mmfuse_jax.data import load_dataset
-  from mmfuse_jax.training.loop import train_and_evaluate, train_seeds
   workdir = flags["workdir"] or default_workdir(config)
   dataset, stats = load_dataset(config)  # fail fast on bad data, before any workdir exists
   if flags["seeds"]:

@@ -32,13 +32,12 @@ import jax
 import numpy as np
 
 from mmfuse_jax import config as config_lib
-from mmfuse_jax import methods, models  # noqa: F401  (fill the registries)
+from mmfuse_jax.catalog import MODELS
 from mmfuse_jax.data import make_synthetic
 from mmfuse_jax.data.context import dataset_with_video_context
 from mmfuse_jax.data.pipeline import make_batch
 from mmfuse_jax.data.synthetic import make_synthetic_utterances
-from mmfuse_jax.registry import MODELS
-from mmfuse_jax.training.loop import build_experiment
+from mmfuse_jax.training.experiment import build_experiment
 
 SHAPES = {
     "sequence": ({"text": 50, "audio": 375, "vision": 500},

@@ -33,7 +33,7 @@ def main(argv=None) -> int:
   from mmfuse_jax.data.core import Dataset, Split
   from mmfuse_jax.methods.argf import ARGFMethod
   from mmfuse_jax.models.base import DataInfo
-  from mmfuse_jax.registry import MODELS
+  from mmfuse_jax.catalog import MODELS
 
   dims = {"text": 100, "audio": 73, "vision": 100}
   u, b = args.utterances, args.batch

@@ -48,7 +48,7 @@ import torch_ref  # noqa: E402
 
 from mmfuse_jax import config as config_lib  # noqa: E402
 from mmfuse_jax.data import make_synthetic  # noqa: E402
-from mmfuse_jax.registry import MODELS  # noqa: E402
+from mmfuse_jax.catalog import MODELS  # noqa: E402
 
 DEFAULT_SHAPES = ("mosi_unaligned", "mosei_unaligned")
 

@@ -43,11 +43,10 @@ def make_export(model: str, shape: str, out: str, overrides: dict | None = None)
   from jax import export
 
   from mmfuse_jax import config as config_lib
-  from mmfuse_jax import models  # noqa: F401
   from mmfuse_jax.data.core import Batch
   from mmfuse_jax.export import inference_function
   from mmfuse_jax.models.base import DataInfo
-  from mmfuse_jax.registry import MODELS
+  from mmfuse_jax.catalog import MODELS
 
   lengths, dims = SHAPES[shape]
   c = config_lib.get_config(model, preset=False)

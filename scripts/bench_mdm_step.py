@@ -1,7 +1,7 @@
 """Train-step time of EF-LSTM with and without the MDM penalty (Algorithm 1, Unroll 10).
 
 MOSI-like word-aligned shapes by default: 50 steps, GloVe text 300, COVAREP audio 74,
-FACET vision 35 (paper Sec. 4.1), batch 64 (configs/mdm/ef_lstm_mosi.py), MDM paper sizes
+FACET vision 35 (paper Sec. 4.1), batch 64 (configs/mdm.py:ef_lstm,mosi), MDM paper sizes
 for EF-LSTM (hidden 64, 2 layers). Prints one JSON line per setting with the compile time
 and the median / mean step time over --steps timed steps (after --warmup).
 
@@ -21,7 +21,7 @@ import numpy as np
 from mmfuse_jax import config as config_lib
 from mmfuse_jax.data.pipeline import make_batch
 from mmfuse_jax.data.synthetic import make_synthetic
-from mmfuse_jax.training.loop import build_experiment, init_state
+from mmfuse_jax.training.experiment import build_experiment, init_state
 
 
 def bench(mdm: str, args, ds) -> dict:

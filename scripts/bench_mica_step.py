@@ -25,7 +25,7 @@ import numpy as np
 
 from mmfuse_jax import config as config_lib
 from mmfuse_jax.data.core import Dataset, Split, lengths_to_mask
-from mmfuse_jax.training.loop import _first_batch, build_experiment, init_state
+from mmfuse_jax.training.experiment import build_experiment, first_batch, init_state
 
 MOSEI_SHAPES = {"text": (50, 300), "audio": (500, 74), "vision": (500, 35)}
 
@@ -60,7 +60,7 @@ def bench(model: str, args, ds: Dataset) -> dict:
       c.net.pe = False
   exp = build_experiment(c, ds)
   state = init_state(exp)
-  batch = _first_batch(exp)
+  batch = first_batch(exp)
   rng = jax.random.PRNGKey(0)
   n_params = sum(x.size for x in jax.tree_util.tree_leaves(state.params))
   row = {"model": model, "batch": args.batch, "d": args.d, "heads": args.heads,

@@ -1,7 +1,7 @@
 """Times one RERD train step at CMU-MOSEI unaligned shapes and prints JSON.
 
 Shapes (paper appendix B): text 50 x 300 (GloVe), audio 500 x 74 (COVAREP), vision 500 x 35
-(Facet), batch 32; the model is configs/rerd/mosei.py (Table IX). Reports the first call
+(Facet), batch 32; the model is configs/rerd.py:mosei (Table IX). Reports the first call
 (compile + one step) and the median of `--steps` steady-state steps, each ended with
 jax.block_until_ready. Random inputs with random valid lengths (masks exercised).
 
@@ -43,13 +43,12 @@ def main(argv=None) -> dict:
   p.add_argument("--steps", type=int, default=10)
   p.add_argument("--batch", type=int, default=32)
   p.add_argument("--msd", type=int, default=1, help="1: with the Sinkhorn regulariser")
-  p.add_argument("--config", default=os.path.join(HERE, "..", "configs", "rerd", "mosei.py"))
+  p.add_argument("--config", default=os.path.join(HERE, "..", "configs", "rerd.py") + ":mosei")
   args = p.parse_args(argv)
 
-  from mmfuse_jax import methods  # noqa: F401  (registers the methods)
   from mmfuse_jax.config import load_config_file
   from mmfuse_jax.models.base import DataInfo
-  from mmfuse_jax.registry import METHODS, MODELS
+  from mmfuse_jax.catalog import METHODS, MODELS
 
   config = load_config_file(args.config)
   config.net.use_msd = bool(args.msd)

@@ -34,12 +34,12 @@ import jax
 import numpy as np
 
 from mmfuse_jax import config as config_lib
-from mmfuse_jax import models  # noqa: F401
+from mmfuse_jax.catalog import MODELS
 from mmfuse_jax.data import make_synthetic, shard_batch
 from mmfuse_jax.data.pipeline import make_batch
-from mmfuse_jax.registry import MODELS
 from mmfuse_jax.training.feeding import DeviceFeed
-from mmfuse_jax.training.loop import build_experiment, scan_epoch_device
+from mmfuse_jax.training.experiment import build_experiment
+from mmfuse_jax.training.scan import scan_epoch_device
 
 # (lengths, feature dims) per modality
 SHAPES = {

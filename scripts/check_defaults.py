@@ -29,8 +29,7 @@ import sys
 import time
 
 from mmfuse_jax import config as config_lib
-from mmfuse_jax import models  # noqa: F401  (fills the registry)
-from mmfuse_jax.registry import MODELS
+from mmfuse_jax.catalog import MODELS
 
 BARS = {"synthetic": {"acc2_non0": 0.70, "mae": 0.90},
         "synthetic_utterance": {"acc2_non0": 0.75, "mae": 0.90}}

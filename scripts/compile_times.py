@@ -26,8 +26,7 @@ import tempfile
 import time
 
 from mmfuse_jax import config as config_lib
-from mmfuse_jax import models  # noqa: F401  (fills the registry)
-from mmfuse_jax.registry import MODELS
+from mmfuse_jax.catalog import MODELS
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

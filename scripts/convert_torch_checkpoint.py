@@ -99,7 +99,8 @@ def write_workdir(config, state_dict: dict, out: str, source: str, set_fields: l
   TrainState and writes the workdir `out` that mmfuse_jax.evaluate / .export read.
   Returns imported.json's content."""
   from mmfuse_jax.training.checkpoint import Checkpoints
-  from mmfuse_jax.training.loop import build_experiment, init_state, save_preprocessing
+  from mmfuse_jax.training.experiment import build_experiment, init_state
+  from mmfuse_jax.training.results import save_preprocessing
   if os.path.exists(os.path.join(out, "config.json")):
     raise ConfigError(f"{out} already holds a workdir; choose a new --out")
   exp = build_experiment(config)

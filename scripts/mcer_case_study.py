@@ -36,9 +36,9 @@ def spread_rows(y_m: np.ndarray, seen: np.ndarray, n: int) -> list[int]:
 def load_state(workdir: str, data_dir: str | None, checkpoint: str, dataset=None):
   """(experiment, state, meta) of a finished MCER run; dataset: the Dataset the run was
   trained on when it did not come from the run's config (tests)."""
-  from mmfuse_jax.evaluate import load_workdir_config, restore_selected
+  from mmfuse_jax.training.experiment import load_workdir_config, restore_selected
   from mmfuse_jax.training.checkpoint import Checkpoints, abstract_like
-  from mmfuse_jax.training.loop import build_experiment, init_state
+  from mmfuse_jax.training.experiment import build_experiment, init_state
   config = load_workdir_config(workdir, data_dir)
   if config.model != "mcer":
     raise SystemExit(f"{workdir} is a {config.model!r} run, not mcer")

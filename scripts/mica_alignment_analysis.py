@@ -30,8 +30,9 @@ import numpy as np
 def last_layer_sets(workdir: str, split_name: str, data_dir: str | None = None) -> dict:
   """{direction: (queries (n, d), keys (m, d))} of the last layer over a split."""
   from mmfuse_jax.data import iterate_batches, shard_batch
-  from mmfuse_jax.evaluate import load_workdir_config, restore_selected
-  from mmfuse_jax.training.loop import analysis_outputs, build_experiment
+  from mmfuse_jax.training.experiment import load_workdir_config, restore_selected
+  from mmfuse_jax.training.evaluation import analysis_outputs
+  from mmfuse_jax.training.experiment import build_experiment
   config = load_workdir_config(workdir, data_dir)
   if config.model != "mica":
     raise SystemExit(f"{workdir} is a {config.model!r} run, not mica")

@@ -1,6 +1,6 @@
 """Final Sinkhorn marginal error of RERD's MSD regulariser at CMU-MOSI-like shapes.
 
-Builds RERD (configs/rerd/<dataset>.py unless --config) for unaligned MOSI shapes (text
+Builds RERD (configs/rerd.py:<dataset> unless --config) for unaligned MOSI shapes (text
 50 x 300, audio 375 x 5, vision 500 x 20; --dataset=mosei: 50 x 300, 500 x 74, 500 x 35;
 random features, random valid lengths), runs the model at
 initialisation (or after --train_steps training steps on random labels) and solves the MSD
@@ -26,13 +26,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mmfuse_jax import methods  # noqa: F401  (registers the methods)
+from mmfuse_jax.catalog import METHODS, MODELS
 from mmfuse_jax.config import load_config_file
 from mmfuse_jax.data.core import Batch
 from mmfuse_jax.losses.sinkhorn import mask_to_weights, mean_cost, msd_per_sample
 from mmfuse_jax.models.base import DataInfo
 from mmfuse_jax.models.rerd import REFERENCE_MSD_EPSILON, msd_inputs
-from mmfuse_jax.registry import METHODS, MODELS
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DATASETS = {"mosi": {"text": (50, 300), "audio": (375, 5), "vision": (500, 20)},
@@ -77,12 +76,12 @@ def solver_settings(net) -> dict:
 def main(argv=None) -> dict:
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument("--dataset", default="mosi", choices=tuple(DATASETS))
-  p.add_argument("--config", default="", help="default: configs/rerd/<dataset>.py")
+  p.add_argument("--config", default="", help="default: configs/rerd.py:<dataset>")
   p.add_argument("--batch", type=int, default=16)
   p.add_argument("--train_steps", type=int, default=0)
   p.add_argument("--seed", type=int, default=0)
   args, overrides = p.parse_known_args(argv)
-  args.config = args.config or os.path.join(HERE, "..", "configs", "rerd", f"{args.dataset}.py")
+  args.config = args.config or os.path.join(HERE, "..", "configs", "rerd.py") + f":{args.dataset}"
   shapes = DATASETS[args.dataset]
   config = load_config_file(args.config)
   _override(config, overrides)

@@ -41,7 +41,6 @@ sys.path.insert(0, HERE)
 from bench_train import SHAPES, setup_step  # noqa: E402
 
 from mmfuse_jax import config as config_lib  # noqa: E402
-from mmfuse_jax import models  # noqa: E402,F401
 
 _COMPUTATION = re.compile(r"^(?:ENTRY\s+)?%?([\w.\-]+)\s.*\{\s*$")
 _INSTRUCTION = re.compile(r"^\s+(?:ROOT\s+)?%?([\w.\-]+)\s*=\s*(.*)$")

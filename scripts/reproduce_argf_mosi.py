@@ -1,9 +1,9 @@
 """Reproduce ARGF on utterance-level CMU-MOSI, binary sentiment (paper Table 1 and 5).
 
-Trains --seeds seeds with configs/argf/mosi_utterance.py (Poria split, validation carved
+Trains --seeds seeds with configs/argf.py:mosi_utterance (Poria split, validation carved
 out of train by video, UCLN on the video context), selects each seed's checkpoint on
 the validation loss only (the validation videos are label-leaky for the text and vision
-features: see configs/argf/mosi_utterance.py), and prints test Acc / F1 (mean +- std) next to the paper's
+features: see configs/argf.py:mosi_utterance), and prints test Acc / F1 (mean +- std) next to the paper's
 ARGF (a, v -> l) 81.38 / 81.52 (best run, selected on test in its public code) and the
 ridge-regression baseline on the three concatenated feature sets (Acc-2 77.9, data README).
 --ablations adds Table 5's rows (without adversarial training / classifier / decoder).
@@ -28,8 +28,8 @@ BASELINE = ("ridge, all features (data README)", 77.9, float("nan"))
 
 def _config(args, ablation: str | None):
   from mmfuse_jax import config as config_lib
-  c = config_lib.load_config_file(os.path.join(HERE, "..", "configs", "argf",
-                                               "mosi_utterance.py"))
+  c = config_lib.load_config_file(os.path.join(HERE, "..", "configs", "argf.py") +
+                                  ":mosi_utterance")
   c.data_dir = args.data_dir
   c.progress = False
   if args.epochs:

@@ -13,7 +13,8 @@ import jax
 import numpy as np
 
 from mmfuse_jax.training import feeding
-from mmfuse_jax.training.loop import build_experiment, evaluate_split, init_state
+from mmfuse_jax.training.evaluation import evaluate_split
+from mmfuse_jax.training.experiment import build_experiment, init_state
 from tests.helpers import tiny_config, tiny_synthetic
 from tests.test_baselines import TINY_NET
 

@@ -9,13 +9,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from mmfuse_jax.catalog import MODELS
 from mmfuse_jax.data import make_batch
 from mmfuse_jax.layers.attention import (chunked_attention, choose_implementation,
                                          explicit_attention, fused_attention)
 from mmfuse_jax.losses.alignment import mica_alignment
 from mmfuse_jax.losses.matmul import mixed_einsum
-from mmfuse_jax.registry import MODELS
-from mmfuse_jax.training.loop import build_experiment, init_state
+from mmfuse_jax.training.experiment import build_experiment, init_state
 from tests.helpers import load_script, tiny_config, tiny_synthetic
 
 report = load_script("accel_report")

@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from mmfuse_jax.catalog import MODELS
 from mmfuse_jax.data import binarize, make_batch
 from mmfuse_jax.data.context import dataset_with_video_context
 from mmfuse_jax.errors import ConfigError
@@ -16,7 +17,6 @@ from mmfuse_jax.layers.recurrent import MaskedLSTM
 from mmfuse_jax.losses import adversarial as adv
 from mmfuse_jax.methods.argf import ARGFMethod, param_subset
 from mmfuse_jax.models.base import DataInfo
-from mmfuse_jax.registry import MODELS
 from tests.helpers import tiny_config, tiny_synthetic
 
 UTT = {"text": 1, "audio": 1, "vision": 1}
@@ -408,6 +408,7 @@ def _majority(labels_train, labels_test):
   return float(np.mean(labels_test == np.bincount(labels_train).argmax()))
 
 
+@pytest.mark.slow
 def test_end_to_end_beats_majority_class(tmp_path):
   from mmfuse_jax.training.loop import train_and_evaluate
   ds = _data(context=False, n_train=256)
@@ -434,15 +435,15 @@ def test_end_to_end_with_ucln_regression_beats_label_mean(tmp_path):
 def test_config_files():
   import os
   from mmfuse_jax import config as config_lib
-  root = os.path.join(os.path.dirname(__file__), "..", "configs", "argf")
-  load = lambda name: config_lib.load_config_file(os.path.join(root, name))  # noqa: E731
-  c = load("mosi_utterance.py")
+  path = os.path.join(os.path.dirname(__file__), "..", "configs", "argf.py")
+  load = lambda name: config_lib.load_config_file(f"{path}:{name}")  # noqa: E731
+  c = load("mosi_utterance")
   assert (c.model, c.dataset, c.method) == ("argf", "mosi_utterance", "argf")
   assert c.data.task == "classification" and c.data.split == "poria" and c.data.context
   assert c.net.ucln and c.net.target_modality == "text" and c.optim.b1 == 0.5
-  r = load("mosi_utterance_regression.py")
+  r = load("mosi_utterance_regression")
   assert r.data.task == "" and r.data.context and r.dataset == "mosi_utterance"
-  t = load("tiny.py")
+  t = load("tiny")
   assert t.dataset == "synthetic" and not t.net.ucln
   for cfg in (c, r, t):
     config_lib.validate_config(cfg)

@@ -79,7 +79,7 @@ def test_sinusoidal_positions():
   np.testing.assert_allclose(sinusoidal_positions(5, 8, offset=1), t[1:], atol=1e-6)
 
 
-@pytest.mark.parametrize("scan_layers", [True, False])
+@pytest.mark.parametrize("scan_layers", [True, pytest.param(False, marks=pytest.mark.slow)])
 def test_remat_attention_same_values_grads_and_params_less_memory(scan_layers):
   """remat_attention recomputes the scores in the backward pass: same parameter tree,
   same loss and gradients (same dropout masks) as storing them, with masks and dropout

@@ -6,11 +6,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from mmfuse_jax.catalog import MODELS
 from mmfuse_jax.data.core import Batch
-from mmfuse_jax.layers import recurrent
+from mmfuse_jax.layers import fusion, recurrent
 from mmfuse_jax.models import DataInfo
-from mmfuse_jax.models import ef_lstm, lmf, mfn, tfn
-from mmfuse_jax.registry import MODELS
+from mmfuse_jax.models import ef_lstm, lmf, mfn
 
 MODELS_UNDER_TEST = ("ef_lstm", "tfn", "lmf", "mfn")
 TINY_NET = {
@@ -133,7 +133,7 @@ def test_masked_lstm_matches_numpy_and_ignores_padding():
 def test_tensor_fusion_matches_numpy():
   rng = np.random.default_rng(2)
   zs = [rng.normal(size=(2, d)).astype(np.float32) for d in (2, 3, 4)]
-  out = jax.jit(tfn.tensor_fusion)(zs)
+  out = jax.jit(fusion.tensor_fusion)(zs)
   one = lambda z: np.concatenate([z, np.ones((2, 1))], 1)  # noqa: E731
   ref = np.einsum("bi,bj,bk->bijk", *[one(z) for z in zs]).reshape(2, -1)
   np.testing.assert_allclose(out, ref, rtol=1e-6)
@@ -151,7 +151,7 @@ def test_low_rank_fusion_equals_rank_r_tensor_fusion():
   # W = sum_i lambda_i W_1^(i) (x) W_2^(i) (x) W_3^(i), applied to TFN's outer product
   w = np.einsum("r,rao,rbo,rco->abco", p["fusion_weights"][0], p["factor_0"], p["factor_1"],
                 p["factor_2"])
-  tensor = np.asarray(tfn.tensor_fusion(zs)).reshape(3, 3, 4, 5)
+  tensor = np.asarray(fusion.tensor_fusion(zs)).reshape(3, 3, 4, 5)
   ref = np.einsum("nabc,abco->no", tensor, w) + p["fusion_bias"]
   np.testing.assert_allclose(out, ref, rtol=1e-4, atol=1e-5)
 

@@ -31,6 +31,7 @@ def test_bench_infer_tiny_model(tmp_path, capsys):
   assert "latency median" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_bench_train_torch_ref_missing_path_skips(tmp_path, capsys, monkeypatch):
   missing = str(tmp_path / "no-such-checkout")
   out = tmp_path / "train.json"
@@ -67,6 +68,7 @@ def test_run_table_variants_and_markdown():
                                  {k: str(v) for k, v in overrides.items()})
 
 
+@pytest.mark.slow
 def test_bench_mica_step_tiny(capsys):
   """The MICA/MulT step benchmark runs at scaled-down MOSEI shapes and reports compile time,
   XLA temp memory and step times; --compile-only runs no step."""
@@ -156,6 +158,7 @@ def test_profile_step_attributes_hlo_ops():
   assert prof.classify("", False, 2)[1].startswith("(no metadata")
 
 
+@pytest.mark.slow
 def test_profile_step_tiny_mult(tmp_path, capsys):
   """The whole script on a tiny MulT: every grouping's shares sum to 1, and the step's
   matmuls, dropout bits, forward and backward are all found."""
@@ -175,6 +178,7 @@ def test_profile_step_tiny_mult(tmp_path, capsys):
   assert "by pass x kind" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_bench_dropout_tiny(tmp_path, capsys):
   """Mask timing with an equality check, and a tiny model's step under the three dropout
   variants, with the library's functions restored afterwards."""

@@ -10,12 +10,11 @@ import numpy as np
 import pytest
 
 from mmfuse_jax import config as config_lib
-from mmfuse_jax import models  # noqa: F401  (fill the model registry)
+from mmfuse_jax.catalog import MODELS
 from mmfuse_jax.data import load_dataset
 from mmfuse_jax.errors import ConfigError, DataError
 from mmfuse_jax.models.base import check_model_modalities
-from mmfuse_jax.registry import MODELS
-from mmfuse_jax.training.loop import build_experiment
+from mmfuse_jax.training.experiment import build_experiment
 from tests.test_data_readers import cfg, write_mmsa, write_mult, write_utterance_npz
 
 

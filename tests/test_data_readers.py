@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from mmfuse_jax import config as config_lib
-from mmfuse_jax.data import load_dataset
+from mmfuse_jax.data import DATASETS, load_dataset
 from mmfuse_jax.data.core import validate_dataset
 from mmfuse_jax.data.csd import csd_metadata, overlapping_rows, read_csd, read_folds
 from mmfuse_jax.data.mmsa_pickle import read_mmsa_pickle
@@ -468,9 +468,6 @@ def test_tfds_builder_round_trip_without_tensorflow(tmp_path):
   for name, reader_cfg in (("iemocap", cfg("iemocap", manual)), ("sims", cfg("sims", manual))):
     tfds_builders.prepare(name, manual_dir=str(manual), data_dir=str(tmp_path / "tfds"))
     back = tfds_builders.load_prepared(name, data_dir=str(tmp_path / "tfds"))
-    from mmfuse_jax.data import _import_readers
-    from mmfuse_jax.registry import DATASETS
-    _import_readers()
     ref = DATASETS.get(name)(reader_cfg)
     assert back.task == ref.task and back.num_classes == ref.num_classes
     for split, s in ref.splits.items():

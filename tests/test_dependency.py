@@ -7,6 +7,7 @@ import optax
 import pytest
 
 from mmfuse_jax.losses import dependency as dep
+from mmfuse_jax.models.mdm_critic import StatisticNetwork
 
 
 def _np_wmean(v, w):
@@ -109,7 +110,7 @@ def test_gradient_penalty_closed_form():
 
 
 def test_statistic_network_is_table4():
-  net = dep.StatisticNetwork()
+  net = StatisticNetwork()
   z = jnp.ones((4, 40))
   params = net.init(jax.random.PRNGKey(0), z)["params"]
   widths = [params[f"dense_{i}"]["kernel"].shape[1] for i in range(5)]
@@ -126,7 +127,7 @@ def test_statistic_network_is_table4():
 def _train_critic(kind, rho, dim=2, steps=500, batch=128, seed=0):
   """Trains a linear-output critic on x, y ~ N(0, [[I, rho I], [rho I, I]]) with negatives
   drawn by in-batch shuffling (Algorithm 1); returns the bound on 8192 fresh samples."""
-  net = dep.StatisticNetwork(dropout=0.0, output="linear", widths=(64, 64))
+  net = StatisticNetwork(dropout=0.0, output="linear", widths=(64, 64))
   def sample(key, n):
     k1, k2 = jax.random.split(key)
     x = jax.random.normal(k1, (n, dim))

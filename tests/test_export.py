@@ -10,8 +10,10 @@ from jax import export as jax_export
 from mmfuse_jax import export as export_cli
 from mmfuse_jax.data.pipeline import standardize
 from mmfuse_jax.inference import load_exported
-from mmfuse_jax.training.loop import build_experiment, predict_split, train_and_evaluate
-from mmfuse_jax.evaluate import restore_selected
+from mmfuse_jax.training.experiment import restore_selected
+from mmfuse_jax.training.evaluation import predict_split
+from mmfuse_jax.training.experiment import build_experiment
+from mmfuse_jax.training.loop import train_and_evaluate
 from tests.helpers import tiny_config, tiny_synthetic
 
 

@@ -10,8 +10,8 @@ import pytest
 
 from mmfuse_jax.data.pipeline import iterate_batches
 from mmfuse_jax.training import feeding
-from mmfuse_jax.training import loop as loop_lib
-from mmfuse_jax.training.loop import build_experiment
+from mmfuse_jax.training import scan as scan_lib
+from mmfuse_jax.training.experiment import build_experiment
 from mmfuse_jax.training.mesh import batch_sharding, make_data_mesh, replicated
 from tests.helpers import tiny_config, tiny_synthetic
 from tests.test_baselines import TINY_NET
@@ -122,9 +122,9 @@ def test_auto_loop_is_step_on_cpu_and_scan_with_device_input():
   ds, _ = _split()
   exp = build_experiment(tiny_config("lmf", batch_size=8, **LMF), ds)
   assert exp.config.train_loop == "auto" and exp.config.input_feed == "auto"
-  assert loop_lib.resolve_train_loop(exp) == "step"          # CPU
+  assert scan_lib.resolve_train_loop(exp) == "step"          # CPU
   exp.mesh = types.SimpleNamespace(devices=np.array([types.SimpleNamespace(platform="tpu")]))
-  assert loop_lib.resolve_train_loop(exp, "device") == "scan"
-  assert loop_lib.resolve_train_loop(exp, "host") == "step"
+  assert scan_lib.resolve_train_loop(exp, "device") == "scan"
+  assert scan_lib.resolve_train_loop(exp, "host") == "step"
   exp.config.train_loop = "step"
-  assert loop_lib.resolve_train_loop(exp, "device") == "step"
+  assert scan_lib.resolve_train_loop(exp, "device") == "step"

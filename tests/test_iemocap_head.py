@@ -73,7 +73,7 @@ def test_dataset_is_balanced_enough_and_head_shapes():
 def test_iemocap_head_learns(model, workdir):
   ds = iemocap_like()
   baseline = majority_mean_acc(ds)
-  # MICA: the scale-free L_e of configs/mica/synthetic.py (this tests the head, not Eq. 2)
+  # MICA: the scale-free L_e of configs/mica.py:synthetic (this tests the head, not Eq. 2)
   extra = ({"net.mmd_max_elements": 128, "net.pe_distance": "cosine",
             "net.pe_normalize": "mean"} if model == "mica" else {})
   c = tiny_config(model, epochs=12, **{**SMALL, **extra})

@@ -15,7 +15,8 @@ from mmfuse_jax.models.base import DataInfo
 from mmfuse_jax.models.mcer import (MCER, GatedCrossLayer, MaskedGRU, default_net,
                                     group_means, load_text_encoder_params)
 from mmfuse_jax.training import checkpoint as checkpoint_lib
-from mmfuse_jax.training.loop import build_experiment, train_and_evaluate
+from mmfuse_jax.training.experiment import build_experiment
+from mmfuse_jax.training.loop import train_and_evaluate
 
 SMALL = {"net.text_dim": 8, "net.audio_dim": 8, "net.vision_dim": 8, "net.fusion_dim": 16,
          "net.uni_dim": 8, "net.z_dim": 8, "net.cross_dim": 8, "net.cross_layers": 1,
@@ -320,11 +321,11 @@ def test_kl_weighting_is_validated_and_paper_configs_apply_weights_once():
   assert default_net().kl_weighting == "once"
   import os
   from mmfuse_jax import config as config_lib
-  here = os.path.join(os.path.dirname(__file__), "..", "configs", "mcer")
+  here = os.path.join(os.path.dirname(__file__), "..", "configs", "mcer.py")
   table3 = {"mosi": (1.9, 0.001, 0.05, 0.1, 7e-4, 9e-4, 6e-3),
             "mosei": (1.8, 0.45, 0.3, 0.2, 5.5e-4, 9e-4, 4.5e-3)}
   for name, (alpha, beta, gamma, eta, lr, lr_a, lr_v) in table3.items():
-    c = config_lib.load_config_file(os.path.join(here, f"{name}.py"))
+    c = config_lib.load_config_file(f"{here}:{name}")
     n = c.net
     assert (n.alpha, n.beta, n.gamma, n.eta) == (alpha, beta, gamma, eta), name
     assert (c.optim.lr, n.lr_audio, n.lr_vision, c.batch_size) == (lr, lr_a, lr_v, 32), name

@@ -13,9 +13,12 @@ from mmfuse_jax.data.pipeline import make_batch
 from mmfuse_jax.errors import ConfigError
 from mmfuse_jax.losses import dependency as dep
 from mmfuse_jax.losses.task import weighted_mean
-from mmfuse_jax.methods.mdm import dependency_table
+from mmfuse_jax.models.mdm_critic import table4_widths
 from mmfuse_jax.training import robustness
-from mmfuse_jax.training.loop import build_experiment, init_state, train_and_evaluate
+from mmfuse_jax.training.dependency_scores import dependency_table
+from mmfuse_jax.training.experiment import load_trained
+from mmfuse_jax.training.experiment import build_experiment, init_state
+from mmfuse_jax.training.loop import train_and_evaluate
 from tests.helpers import tiny_config, tiny_synthetic
 from tests.test_baselines import TINY_NET
 
@@ -40,7 +43,7 @@ def test_state_layout_and_config_errors():
   st = init_state(exp)
   assert set(st.opt_state) == {"model", "critic"}
   widths = [st.extras["critic"][f"dense_{i}"]["kernel"].shape[1] for i in range(5)]
-  assert widths == list(dep.table4_widths(16))  # fused width of EF-LSTM = hidden 16
+  assert widths == list(table4_widths(16))  # fused width of EF-LSTM = hidden 16
   with pytest.raises(ValueError, match="further batches"):
     exp.train_step(st, _batch(ds), jax.random.PRNGKey(0))  # no batch.more
   st2, m = exp.train_step(st, _batch(ds, more=2), jax.random.PRNGKey(0))
@@ -110,6 +113,11 @@ def test_model_gradient_is_eq5_under_the_critic(model, mode):
   _, flipped = fn(st.params, -1.0)
   grads, m, _, _ = jax.jit(meth.model_gradient)(st, b, rng)
   np.testing.assert_allclose(m["loss"], loss, rtol=1e-5)
+  # Eq. 5 by itself: the method's named loss on the outputs of its forward pass.
+  outs, _ = meth.model_outputs(st.params, model_state=st.model_state, batch=b, rngs=rngs)
+  eq5, _ = meth.model_loss(outs, batch=b, critic_params=st.extras["critic"],
+                           ma=(st.extras["ma"], st.extras["ma_count"]), rngs=rngs)
+  np.testing.assert_allclose(eq5, loss, rtol=1e-5)
   np.testing.assert_allclose(m["task_loss"], task, rtol=1e-5)
   got, want, flipped = (np.concatenate([np.ravel(x) for x in jax.tree_util.tree_leaves(t)])
                         for t in (grads, want, flipped))
@@ -187,6 +195,7 @@ def test_negative_batch_never_uses_filler_rows():
     assert np.asarray(neg.masks[m])[:20].any(1).all()
 
 
+@pytest.mark.slow
 def test_robustness_table_and_dependency_scores(workdir):
   ds = tiny_synthetic(1, n_train=64, n_valid=32, n_test=48)
   c = tiny_config("ef_lstm", epochs=1, **EF, **{"net.mdm": "w", "net.mdm_unroll": 2})
@@ -202,8 +211,8 @@ def test_robustness_table_and_dependency_scores(workdir):
   with pytest.raises(ConfigError, match="subset of"):
     robustness.parse_drop("zero:speech", ("text", "audio"))
   # all modalities removed: every sample gets the same prediction
-  exp, state = robustness.load_trained(workdir, dataset=ds)
-  from mmfuse_jax.training.loop import predict_split
+  exp, state = load_trained(workdir, dataset=ds)
+  from mmfuse_jax.training.evaluation import predict_split
   none_left = robustness.corrupt_split(ds.splits["test"], "remove", ("text", "audio", "vision"))
   preds, _ = predict_split(exp, state, none_left)
   assert np.ptp(preds) < 1e-5
@@ -217,20 +226,19 @@ def test_robustness_table_and_dependency_scores(workdir):
 
 
 def test_paper_configs_load():
-  import glob
   from mmfuse_jax import config as config_lib
-  files = sorted(glob.glob(os.path.join(os.path.dirname(__file__), "..", "configs", "mdm",
-                                        "*.py")))
-  assert len(files) == 9
-  for f in files:
-    c = config_lib.load_config_file(f)
+  path = os.path.join(os.path.dirname(__file__), "..", "configs", "mdm.py")
+  settings = config_lib.config_settings(path)
+  assert len(settings) == 9
+  for setting in settings:
+    c = config_lib.load_config_file(f"{path}:{setting}")
     config_lib.validate_config(c)
     assert c.method == "mdm" and c.net.mdm in ("w", "none", "kl", "f")
     assert c.net.mdm_unroll >= 1 and c.optim.name == "adamw"
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("kind", ["kl", "f", "w"])
+@pytest.mark.parametrize("kind", [pytest.param("kl", marks=pytest.mark.slow),
+                                  pytest.param("f", marks=pytest.mark.slow), "w"])
 def test_ef_lstm_with_mdm_learns(kind, workdir):
   ds = tiny_synthetic(0, n_train=384, n_valid=96, n_test=96, distractors=0, noise=0.3)
   label_mean_mae = float(np.mean(np.abs(ds.splits["test"].labels

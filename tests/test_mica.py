@@ -446,12 +446,12 @@ def test_model_gradient_reaches_query_key_projections(tiny):
 
 def test_configs_follow_table_1():
   import os
-  here = os.path.join(os.path.dirname(__file__), "..", "configs", "mica")
+  here = os.path.join(os.path.dirname(__file__), "..", "configs", "mica.py")
   want = {"mosi": (64, 120, 1e-3, 8, 0.25, 0.8, 4, 3),
           "mosei": (64, 120, 5e-4, 10, 0.3, 0.8, 6, 3),
           "iemocap": (32, 80, 1e-3, 10, 0.25, 0.7, 4, 5)}
   for name, (bs, ep, lr, heads, tau, alpha, layers, k_audio) in want.items():
-    c = config_lib.load_config_file(os.path.join(here, f"{name}.py"))
+    c = config_lib.load_config_file(f"{here}:{name}")
     config_lib.validate_config(c)
     assert (c.model, c.dataset) == ("mica", name)
     assert (c.batch_size, c.epochs, c.optim.lr) == (bs, ep, lr)
@@ -461,10 +461,10 @@ def test_configs_follow_table_1():
     assert (n.proj_kernel_text, n.proj_kernel_vision, n.proj_kernel_audio) == (3, 3, k_audio)
     # Eq. 2 as printed: squared distances of raw q, k summed over the selected pairs.
     assert (n.pe_distance, n.pe_normalize) == ("squared", "sum"), name
-  tiny_cfg = config_lib.load_config_file(os.path.join(here, "tiny.py"))
+  tiny_cfg = config_lib.load_config_file(f"{here}:tiny")
   assert tiny_cfg.model == "mica" and tiny_cfg.net.d_model <= 16
   # The scale-free form only where its evidence is (docs/methods/mica.md).
-  synthetic = config_lib.load_config_file(os.path.join(here, "synthetic.py"))
+  synthetic = config_lib.load_config_file(f"{here}:synthetic")
   assert (synthetic.net.pe_distance, synthetic.net.pe_normalize) == ("cosine", "mean")
   assert (mica.default_net().pe_distance, mica.default_net().pe_normalize) == ("squared", "sum")
 
@@ -489,7 +489,6 @@ def test_paper_default_is_eq2_summed_over_selected_pairs():
   np.testing.assert_allclose(got, want, rtol=1e-4)
 
 
-@pytest.mark.slow
 def test_mica_learns_on_synthetic(workdir):
   """Full MICA (L_p + alpha L_m + beta L_e), d = 16, one crossmodal layer, 3 self-attention
   layers, L_e averaged over the selected pairs (pe_normalize='mean'). Measured (CPU, seed 0,
@@ -514,9 +513,10 @@ def test_mica_learns_on_synthetic(workdir):
   assert rows[-1]["train"]["l_e"] < rows[0]["train"]["l_e"]
   # Layer-stacked aux (D, B, ...) is cut to the valid rows on the batch axis (the last
   # eval batch of 128 rows in batches of 48 is padded), and the plots read it.
-  from mmfuse_jax.evaluate import restore_selected
+  from mmfuse_jax.training.experiment import restore_selected
   from mmfuse_jax.plots import plot_workdir
-  from mmfuse_jax.training.loop import build_experiment, predict_split
+  from mmfuse_jax.training.evaluation import predict_split
+  from mmfuse_jax.training.experiment import build_experiment
   c.eval_batch_size = 48
   exp = build_experiment(c, ds)
   state, _ = restore_selected(workdir, exp)

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 
 from mmfuse_jax import config as config_lib
+from mmfuse_jax.catalog import MODELS
 from mmfuse_jax.data import make_batch
 from mmfuse_jax.errors import ConfigError
 from mmfuse_jax.layers.attention import MultiHeadAttention
 from mmfuse_jax.models.base import DataInfo
-from mmfuse_jax.registry import MODELS
 from tests.helpers import tiny_synthetic
 
 

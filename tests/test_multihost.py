@@ -10,7 +10,7 @@ import jax
 import numpy as np
 import pytest
 
-from mmfuse_jax.training.loop import evaluate_split
+from mmfuse_jax.training.evaluation import evaluate_split
 from tests.multihost_worker import run_epoch, setup
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -114,7 +114,6 @@ def test_notebooks_match_generator():
         f"`python colab/make_notebooks.py`")
 
 
-@pytest.mark.slow
 def test_quickstart(tmp_path):
   work = str(tmp_path / "quickstart")
   nb, seconds = run_notebook("01_quickstart.ipynb", {
@@ -155,7 +154,7 @@ def test_bring_your_own_data(tmp_path):
 def test_reproduce_paper_setting(tmp_path):
   work = str(tmp_path / "reproduce")
   nb, seconds = run_notebook("03_reproduce_paper_setting.ipynb", {
-      "config_file": "configs/mult/tiny.py", "seeds": [1, 2], "epochs": 1,
+      "config_file": "configs/mult.py:tiny", "seeds": [1, 2], "epochs": 1,
       "overrides": {"num_devices": 1, "data.modalities": "text,audio",
                     "data.synthetic_train": TINY_SIZES[0], "data.synthetic_valid": TINY_SIZES[1],
                     "data.synthetic_test": TINY_SIZES[2], "net.d_model": 8},

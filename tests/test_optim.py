@@ -7,7 +7,7 @@ import optax
 import pytest
 
 from mmfuse_jax import config as config_lib
-from mmfuse_jax.training.optim import make_optimizer, make_schedule, scale_updates
+from mmfuse_jax.methods.optim import make_optimizer, make_schedule, scale_updates
 
 
 def _optim(**kw):

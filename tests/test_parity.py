@@ -10,6 +10,7 @@ import jax
 import numpy as np
 import pytest
 
+from mmfuse_jax.catalog import MODELS
 from mmfuse_jax.convert import CONVERTERS, parity
 from mmfuse_jax.convert.common import StateDict, multihead_attention
 from mmfuse_jax.data import load_dataset
@@ -19,7 +20,6 @@ from mmfuse_jax.evaluate import evaluate_workdir
 from mmfuse_jax.export import export_workdir
 from mmfuse_jax.inference import load_exported
 from mmfuse_jax.models.base import DataInfo
-from mmfuse_jax.registry import MODELS
 from tests.helpers import load_script, tiny_config
 
 FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures")
@@ -142,6 +142,7 @@ def _official_mult_state_dict(rng, dims, d, layers, out_dim):
   return {k: np.asarray(v, np.float32) for k, v in sd.items()}
 
 
+@pytest.mark.slow
 def test_imported_checkpoint_evaluates_and_exports(tmp_path):
   """scripts/convert_torch_checkpoint.py's workdir (its torch-free part): evaluate and
   export read it, and the exported function computes the converted model."""

@@ -12,8 +12,9 @@ import pytest
 from mmfuse_jax.data.pipeline import make_batch
 from mmfuse_jax.training import checkpoint as checkpoint_lib
 from mmfuse_jax.training import feeding
-from mmfuse_jax.training import loop as loop_lib
-from mmfuse_jax.training.loop import build_experiment, init_state, train_and_evaluate
+from mmfuse_jax.training import scan as scan_lib
+from mmfuse_jax.training.experiment import build_experiment, init_state
+from mmfuse_jax.training.loop import train_and_evaluate
 from tests.helpers import shared_compilation_cache, tiny_config, tiny_synthetic
 from tests.test_baselines import TINY_NET
 
@@ -21,7 +22,7 @@ TWO = {"data.modalities": "text,audio"}
 LMF = {**{f"net.{k}": v for k, v in TINY_NET["lmf"].items()}, **TWO, "optim.lr": 1e-2}
 EF = {**{f"net.{k}": v for k, v in TINY_NET["ef_lstm"].items()}, **TWO, "net.num_layers": 1}
 _SAVE_LATEST = checkpoint_lib.Checkpoints.save_latest
-_SCAN_EXECUTABLE = loop_lib.scan_executable
+_SCAN_EXECUTABLE = scan_lib.scan_executable
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -51,7 +52,7 @@ def _run(tmp_path, monkeypatch, model, ds, train_loop, **overrides):
     return _SCAN_EXECUTABLE(exp, *args, **kwargs)
 
   monkeypatch.setattr(checkpoint_lib.Checkpoints, "save_latest", capture)
-  monkeypatch.setattr(loop_lib, "scan_executable", count)
+  monkeypatch.setattr(scan_lib, "scan_executable", count)
   c = tiny_config(model, train_loop=train_loop, **overrides)
   work = str(tmp_path / train_loop)
   r = train_and_evaluate(c, work, dataset=ds)
@@ -102,7 +103,7 @@ def test_scan_with_buckets_runs_in_step_order():
   batches = [make_batch(split, np.array(r), 4, 2) for r in rows]
   shapes = [b.features["text"].shape[1] for b in batches]
   assert shapes[0] == shapes[1] == shapes[2] == shapes[4] < shapes[3]
-  runs = [(live is None or len(live), n) for _, live, n in loop_lib.stack_runs(batches, True)]
+  runs = [(live is None or len(live), n) for _, live, n in scan_lib.stack_runs(batches, True)]
   assert runs == [(4, 3), (1, 1), (1, 1)]
   rng = jax.random.PRNGKey(1)
   state = init_state(exp)
@@ -111,7 +112,7 @@ def test_scan_with_buckets_runs_in_step_order():
     step_state, m = exp.train_step(step_state, b, rng)
     step_m.append(jax.device_get(m))
   host_state = jax.tree_util.tree_map(jnp.copy, state)   # the scans donate their state
-  scan_state, scan_m, compile_s = loop_lib.scan_epoch(exp, host_state, batches, rng)
+  scan_state, scan_m, compile_s = scan_lib.scan_epoch(exp, host_state, batches, rng)
   assert compile_s > 0 and int(scan_state.step) == 5
   assert len(scan_m) == 5
   for x, y in zip(step_m, scan_m):
@@ -122,7 +123,7 @@ def test_scan_with_buckets_runs_in_step_order():
   # The first four batches gathered on device inside the scan (runs S S S + pad, L).
   feed = feeding.DeviceFeed(c, split, exp.batch_sharding, exp.state_sharding)
   plans = [feed.plan(np.array(r)) for r in rows[:4]]
-  dev_state, dev_m, _ = loop_lib.scan_epoch_device(exp, feed, state, plans, rng)
+  dev_state, dev_m, _ = scan_lib.scan_epoch_device(exp, feed, state, plans, rng)
   assert int(dev_state.step) == 4 and len(dev_m) == 4
   for x, y in zip(step_m, dev_m):
     for k in x:
@@ -159,11 +160,11 @@ def test_scan_with_method_state_mdm(tmp_path, monkeypatch):
 def test_scan_falls_back_to_steps_over_the_memory_budget(caplog):
   c = tiny_config("lmf", train_loop="scan", scan_max_bytes=1000, **LMF)
   exp = build_experiment(c, _data(0))
-  with caplog.at_level(logging.WARNING, logger=loop_lib.__name__):
-    assert loop_lib.resolve_train_loop(exp) == "step"
+  with caplog.at_level(logging.WARNING, logger=scan_lib.__name__):
+    assert scan_lib.resolve_train_loop(exp) == "step"
   assert "scan_max_bytes" in caplog.text
   c.scan_max_bytes = 2 ** 31
-  assert loop_lib.resolve_train_loop(build_experiment(c, _data(0))) == "scan"
+  assert scan_lib.resolve_train_loop(build_experiment(c, _data(0))) == "scan"
 
 
 def test_bf16_trains_with_float32_params():

@@ -29,11 +29,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from mmfuse_jax import config as config_lib
+from mmfuse_jax.catalog import MODELS
 from mmfuse_jax.convert import CONVERTERS
 from mmfuse_jax.data.core import Batch
 from mmfuse_jax.models.argf import ARGFModel
 from mmfuse_jax.models.base import DataInfo
-from mmfuse_jax.registry import MODELS
 
 OUTPUT_ATOL = 1e-5    # float32 outputs
 GRAD_RTOL = 1e-4      # per parameter: max |ours - theirs| / max(max |theirs|, floor)

@@ -1,6 +1,7 @@
 """Data layer: readers (one per format), the synthetic default, batching and the registry.
 
 `load_dataset(config)` returns a validated, standardised `Dataset` ready for batching.
+Importing this package registers the synthetic datasets and every reader's datasets.
 """
 
 from __future__ import annotations
@@ -10,9 +11,12 @@ import logging
 
 import numpy as np
 
-from mmfuse_jax.data.mult_pickle import config_modalities, requested_modalities
+# The readers register their datasets on import (csd, mmsa_pickle, mult_pickle, utterance).
+from mmfuse_jax.data import csd, mmsa_pickle, utterance  # noqa: F401
+from mmfuse_jax.data.context import dataset_with_video_context
 from mmfuse_jax.data.core import (Batch, Dataset, IEMOCAP_EMOTIONS, MODALITIES, Split,
                                   lengths_to_mask, select_modalities, validate_dataset)
+from mmfuse_jax.data.mult_pickle import config_modalities, requested_modalities
 from mmfuse_jax.data.pipeline import (iterate_batches, make_batch, shard_batch, standardize)
 from mmfuse_jax.data.synthetic import make_synthetic, make_synthetic_utterances
 from mmfuse_jax.errors import DataError
@@ -38,17 +42,6 @@ def _synthetic_utterance(config) -> Dataset:
   return make_synthetic_utterances(config.data.synthetic_seed, sizes=_synthetic_sizes(config))
 
 
-def _import_readers() -> None:
-  # Readers register themselves on import; a missing optional reader is not an error here.
-  import importlib
-  for name in ("mult_pickle", "mmsa_pickle", "utterance", "csd"):
-    try:
-      importlib.import_module(f"mmfuse_jax.data.{name}")
-    except ModuleNotFoundError as e:
-      if e.name != f"mmfuse_jax.data.{name}":
-        raise
-
-
 def binarize(ds: Dataset) -> Dataset:
   """Regression labels -> classes {0, 1} with positive = label >= 0 (ARGF / bc-LSTM)."""
   splits = {k: dataclasses.replace(s, labels=(s.labels >= 0).astype(np.int32))
@@ -62,7 +55,6 @@ def load_dataset(config, *, standardize_features: bool | None = None) -> tuple[D
   Returns (dataset, stats) where stats holds the train-fitted standardisation (mean, std per
   modality) and the NaN/inf replacement counts.
   """
-  _import_readers()
   loader = DATASETS.get(config.dataset)
   ds = loader(config)
   mods = requested_modalities(config_modalities(config))
@@ -82,12 +74,10 @@ def load_dataset(config, *, standardize_features: bool | None = None) -> tuple[D
   if do_std:
     ds, stats["standardize"] = standardize(ds)
   if config.data.context:  # after standardising, so each utterance counts once in the stats
-    from mmfuse_jax.data.context import dataset_with_video_context
     ds = dataset_with_video_context(ds)
   return ds, stats
 
 
-__all__ = ["Batch", "Dataset", "Split", "MODALITIES", "IEMOCAP_EMOTIONS", "load_dataset",
-           "iterate_batches", "make_batch", "shard_batch", "make_synthetic", "make_synthetic_utterances",
-           "lengths_to_mask",
-           "binarize"]
+__all__ = ["DATASETS", "Batch", "Dataset", "Split", "MODALITIES", "IEMOCAP_EMOTIONS",
+           "load_dataset", "iterate_batches", "make_batch", "shard_batch", "make_synthetic",
+           "make_synthetic_utterances", "lengths_to_mask", "binarize"]

@@ -25,13 +25,12 @@ import sys
 
 import numpy as np
 
-from mmfuse_jax import config as config_lib
+from mmfuse_jax import config_base as config_lib
 from mmfuse_jax.cli import parse_flags, run_main
-from mmfuse_jax.data import _import_readers
+from mmfuse_jax.data import DATASETS
 from mmfuse_jax.data.core import Dataset, select_modalities, validate_dataset
 from mmfuse_jax.data.mult_pickle import config_modalities, requested_modalities
 from mmfuse_jax.errors import ConfigError, DataError
-from mmfuse_jax.registry import DATASETS
 
 # Public releases: (train, valid, test) samples. MulT and MMSA ship the same CMU-SDK
 # standard folds for MOSI and MOSEI; IEMOCAP is MulT's four-emotion split; CH-SIMS is
@@ -111,7 +110,6 @@ def _check_labels(ds: Dataset, split: str, report: Report) -> None:
 def check_dataset(config) -> Report:
   """Reads the configured dataset with its reader and reports shapes, lengths, NaN/inf and
   labels per split (see the module doc for what counts as an error)."""
-  _import_readers()
   mods = requested_modalities(config_modalities(config))
   ds = select_modalities(DATASETS.get(config.dataset)(config), mods)
   report = Report()
@@ -169,7 +167,6 @@ def _main(argv: list[str]) -> int:
   if flags["dataset"]:
     config.dataset = flags["dataset"]
   elif not flags["config"]:
-    _import_readers()
     raise ConfigError("pass --dataset=NAME (one of " + ", ".join(DATASETS.names()) + ")")
   if flags["data_dir"]:
     config.data_dir = flags["data_dir"]

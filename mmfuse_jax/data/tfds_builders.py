@@ -39,7 +39,10 @@ import tensorflow_datasets as tfds
 from etils import epath
 from tensorflow_datasets.core import utils as tfds_utils
 
+from mmfuse_jax.config_base import base_config
+from mmfuse_jax.data import DATASETS
 from mmfuse_jax.data.core import MODALITIES, Dataset, Split
+from mmfuse_jax.data.mult_pickle import resolve_file
 from mmfuse_jax.errors import DataError
 
 _PICKLE_DIRS = {"mosi_mmsa": ("", "Processed", "MOSI/Processed"),
@@ -79,8 +82,6 @@ CONFIGS = [
 
 def _reader_config(cfg: SentimentConfig, manual_dir: str):
   """An mmfuse config that makes the registered reader read exactly cfg.file."""
-  from mmfuse_jax.config import base_config
-  from mmfuse_jax.data.mult_pickle import resolve_file
   c = base_config()
   c.dataset = cfg.dataset
   c.data_dir = str(manual_dir)
@@ -89,9 +90,6 @@ def _reader_config(cfg: SentimentConfig, manual_dir: str):
 
 
 def read_with_reader(cfg: SentimentConfig, manual_dir: str) -> Dataset:
-  from mmfuse_jax.data import _import_readers
-  from mmfuse_jax.registry import DATASETS
-  _import_readers()
   return DATASETS.get(cfg.dataset)(_reader_config(cfg, manual_dir))
 
 

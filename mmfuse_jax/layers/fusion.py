@@ -28,6 +28,8 @@ a^_ij before their softmax (similarities still from the unweighted V_ij); its ve
 ELU(alpha' MLP'(.)) of the forwarded vertices, T their sum; the bimodal x bimodal vertices
 are (01, 12), (01, 02), (12, 02) in its order, which is the public code's with the
 modalities ordered audio, vision, text.
+
+`tensor_fusion` is TFN's Eq. 1 (the TFN model and ARGF's Table 6 'tensor' alternative).
 """
 
 from __future__ import annotations
@@ -166,6 +168,15 @@ def _pair_name(names, pair) -> str:
   return f"{names[pair[0]]}-{names[pair[1]]}"
 
 
+def tensor_fusion(zs: list[jnp.ndarray]) -> jnp.ndarray:
+  """TFN Eq. 1: flatten([z_1; 1] (x) [z_2; 1] (x) ...) -> (B, prod (d_m + 1))."""
+  out = None
+  for z in zs:
+    z1 = jnp.concatenate([z, jnp.ones(z.shape[:-1] + (1,), z.dtype)], axis=-1)
+    out = z1 if out is None else (out[:, :, None] * z1[:, None, :]).reshape(z.shape[0], -1)
+  return out
+
+
 class SimpleFusion(nn.Module):
   """ARGF Table 6 / Fig. 4 alternatives; each returns (fused vector, aux) for the same
   decision network: 'concat' (concatenation; the decision network's dense layers are the
@@ -188,7 +199,6 @@ class SimpleFusion(nn.Module):
       alpha = ModalityAttention(name="attention")(v)
       return (alpha[..., None] * jnp.stack(v, axis=1)).mean(1), {"unimodal": alpha}
     if self.kind == "tensor":
-      from mmfuse_jax.models.tfn import tensor_fusion
       return tensor_fusion(v), {}
     raise ValueError(f"unknown fusion {self.kind!r}")
 
@@ -223,4 +233,4 @@ class DecisionNetwork(nn.Module):
 FUSIONS = ("graph", "concat", "multiply", "average", "tensor")
 
 __all__ = ["GraphFusion", "SimpleFusion", "DecisionNetwork", "FusionMLP", "ModalityAttention",
-           "similarity", "vertex_logits", "weighted_vertices", "FUSIONS"]
+           "similarity", "vertex_logits", "weighted_vertices", "tensor_fusion", "FUSIONS"]

@@ -1,6 +1,6 @@
 """Neural mutual-dependency measures (MDM; Colombo et al., EMNLP 2021, Sec. 3, Th. 1).
 
-A statistic network T_theta (paper Table 4) scores samples of the joint distribution
+A statistic network T_theta (paper Table 4; models/mdm_critic.py) scores samples of the joint distribution
 p(x_a, x_v, x_l) (a batch as it is) against samples of the product of the marginals
 prod_j p(x_j) (the same batch with every modality permuted independently, Algorithm 1).
 Three variational lower bounds turn the scores into a dependency estimate:
@@ -25,51 +25,13 @@ last batch) count in neither expectation and are never drawn as negatives.
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+import math
+from typing import Callable
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from mmfuse_jax.layers.dropout import Dropout
-
 BOUNDS = ("kl", "f", "w")
-
-
-# ----------------------------------------------------------------------------------------
-# Statistic network (paper Table 4)
-# ----------------------------------------------------------------------------------------
-def table4_widths(d_in: int) -> tuple[int, ...]:
-  """Hidden widths of Table 4 for an input of width d_in: d/2, d, d, d/4, d/4 (>= 1)."""
-  return tuple(max(1, w) for w in (d_in // 2, d_in, d_in, d_in // 4, d_in // 4))
-
-
-class StatisticNetwork(nn.Module):
-  """T_theta of paper Table 4: Dense(d/2) -> Dense(d) -> Dense(d) -> Dense(d/4) ->
-  Dense(d/4), each followed by LeakyReLU and Dropout(0.4), then Dense(1) and a sigmoid.
-
-  output: 'sigmoid' (Table 4; T in (0, 1), which caps the DV estimate at 1 nat) or
-  'linear' (MINE's unbounded critic). widths overrides the Table 4 widths.
-  Returns (B,) scores.
-  """
-  dropout: float = 0.4
-  output: str = "sigmoid"
-  widths: Sequence[int] | None = None
-  negative_slope: float = 0.01  # LeakyReLU slope (PyTorch's default, as in MINE's code)
-
-  @nn.compact
-  def __call__(self, z: jnp.ndarray, *, train: bool = False) -> jnp.ndarray:
-    widths = self.widths or table4_widths(z.shape[-1])
-    h = z
-    for i, w in enumerate(widths):
-      h = nn.leaky_relu(nn.Dense(w, name=f"dense_{i}")(h), self.negative_slope)
-      h = Dropout(self.dropout, deterministic=not train)(h)
-    t = nn.Dense(1, name="out")(h)[:, 0]
-    if self.output == "sigmoid":
-      return nn.sigmoid(t)
-    if self.output == "linear":
-      return t
-    raise ValueError(f"StatisticNetwork.output must be 'sigmoid' or 'linear', got {self.output!r}")
 
 
 # ----------------------------------------------------------------------------------------
@@ -194,5 +156,4 @@ def dependency_bound(kind: str, t_joint, t_marg, weights, *, ma_state=None, ma_r
 def gaussian_total_correlation(rho: float, dim: int) -> float:
   """Closed-form I(X; Y) for X, Y in R^dim with corr(X_i, Y_k) = delta_ik rho (paper
   Fig. 1 setting): -dim/2 log(1 - rho^2)."""
-  import math
   return -0.5 * dim * math.log(1.0 - rho ** 2)

@@ -1,9 +1,6 @@
-"""Methods: how a model is trained (one train step each); importing registers them."""
+"""Methods: how a model is trained (one train step each), each registering itself on import
+(mmfuse_jax/catalog.py imports them all); this package exports the method contract."""
 
-from mmfuse_jax.methods import standard  # noqa: F401
-from mmfuse_jax.methods import mdm  # noqa: F401
-from mmfuse_jax.methods import argf  # noqa: F401
-from mmfuse_jax.methods import mcer  # noqa: F401
 from mmfuse_jax.methods.base import Method, TrainState
 
 __all__ = ["Method", "TrainState"]

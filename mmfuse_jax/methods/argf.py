@@ -36,9 +36,9 @@ from mmfuse_jax.errors import ConfigError
 from mmfuse_jax.losses import adversarial as adv
 from mmfuse_jax.losses.task import per_sample_task_loss, weighted_mean
 from mmfuse_jax.methods.base import Method, TrainState
+from mmfuse_jax.methods.optim import make_optimizer, scale_updates
 from mmfuse_jax.models.argf import (ARGFModel, active_updates, check_net, context_error)
 from mmfuse_jax.registry import METHODS
-from mmfuse_jax.training.optim import make_optimizer, scale_updates
 
 # Top-level parameter names (ARGFModel.setup) owned by each update.
 GROUPS = {

@@ -117,7 +117,7 @@ class Method:
   def analysis_step(self, state: TrainState, batch
                     ) -> tuple[jnp.ndarray, jnp.ndarray, dict]:
     """`eval_step` plus the model's aux (attention maps, queries/keys, distances), for plots
-    and analysis only (`training.loop.analysis_outputs` shards it over the batch)."""
+    and analysis only (`training.evaluation.analysis_outputs` shards it over the batch)."""
     (pred, aux), _ = self.apply(state.params, state.model_state, batch, train=False)
     return pred, self.task_loss_per_sample(pred, batch), aux
 

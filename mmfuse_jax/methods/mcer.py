@@ -38,10 +38,13 @@ import optax
 from mmfuse_jax.errors import ConfigError
 from mmfuse_jax.losses import label_generation as lg
 from mmfuse_jax.losses import vib
+from mmfuse_jax.losses.modality_discriminator import (discriminator_regularizer,
+                                                      modality_discriminator_loss)
+from mmfuse_jax.losses.mutual_information import gaussian_mi_lower_bound
 from mmfuse_jax.methods.base import Method, TrainState
+from mmfuse_jax.methods.optim import make_optimizer, scale_updates
 from mmfuse_jax.models.mcer import active_tasks, dc_group_size
 from mmfuse_jax.registry import METHODS
-from mmfuse_jax.training.optim import make_optimizer, scale_updates
 
 ENCODER_GROUPS = {"text_encoder": "text", "audio_encoder": "audio", "vision_encoder": "vision"}
 KL_WEIGHTINGS = ("once", "literal")
@@ -151,14 +154,14 @@ class MCERMethod(Method):
       out["c_task"] = sum(vib.l1_task_loss(aux["pred_c"][c], gen["m" + c], w,  # Eq. 20, 32
                                            lg.loss_weights(gen["m" + c], y_m))
                           for c in self.heads)
-      per_layer = jax.vmap(jax.vmap(vib.modality_discriminator_loss, (0, 0, None)),
+      per_layer = jax.vmap(jax.vmap(modality_discriminator_loss, (0, 0, None)),
                            (0, 0, None))(aux["dc_logits"], aux["dc_targets"],
                                          aux["dc_group_weights"])         # Eq. 21, (L, P)
       k = dc_group_size(batch.weights.shape[0], n)
-      out["dc"] = vib.discriminator_regularizer(per_layer, k, n.dc_lambda)  # Eq. 22
+      out["dc"] = discriminator_regularizer(per_layer, k, n.dc_lambda)  # Eq. 22
     else:
       out["c_task"], out["dc"] = zero, zero
-    out["mi"] = sum(vib.gaussian_mi_lower_bound(*aux["mi"][p], w) for p in ("ta", "tv"))
+    out["mi"] = sum(gaussian_mi_lower_bound(*aux["mi"][p], w) for p in ("ta", "tv"))
     return out
 
   def total(self, terms):

@@ -30,44 +30,29 @@ Critic input (`net.mdm_input`):
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
-import ml_collections
-import numpy as np
 import optax
 
 from mmfuse_jax.errors import ConfigError
 from mmfuse_jax.losses import dependency as dep
 from mmfuse_jax.losses.task import weighted_mean
 from mmfuse_jax.methods.base import TrainState
+from mmfuse_jax.methods.optim import scale_updates
 from mmfuse_jax.methods.standard import StandardMethod
+from mmfuse_jax.models.mdm_critic import StatisticNetwork
 from mmfuse_jax.registry import METHODS
-from mmfuse_jax.training.optim import scale_updates
 
 MDM_KINDS = ("none",) + dep.BOUNDS
 MDM_INPUTS = ("fused", "unimodal")
 
 
-def add_mdm_defaults(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-  """The MDM fields of a model's `net` config (set with --net.mdm=kl etc.)."""
-  c.mdm = "none"                  # none | kl (Eq. 6) | f (Eq. 7) | w (Eq. 8)
-  c.mdm_lambda = 0.1              # lambda of Eq. 5 (the paper gives no value)
-  c.mdm_unroll = 10               # critic updates per model update (App. A.1.2)
-  c.mdm_input = "fused"           # 'fused' (Fig. 3) | 'unimodal' (see methods/mdm.py)
-  c.mdm_critic_lr = 0.0           # 0: the model's optim.lr
-  c.mdm_critic_weight_decay = 0.01  # AdamW (torch default)
-  c.mdm_critic_dropout = 0.4      # Table 4
-  c.mdm_critic_output = "sigmoid"  # Table 4; 'linear': MINE's unbounded critic
-  c.mdm_gp = 10.0                 # gradient-penalty weight, Lipschitz constraint of Eq. 8
-  c.mdm_ma_rate = 0.0             # > 0: MINE moving-average bias correction ('kl' only)
-  c.mdm_w_log = False             # True: the printed Eq. 8 with log E_Q[T]
-  return c
-
-
 def _check(net) -> None:
   if "mdm" not in net:
     raise ConfigError("method 'mdm' needs the net.mdm* fields; add them to the model's "
-                      "default_net() with mmfuse_jax.methods.mdm.add_mdm_defaults")
+                      "default_net() with mmfuse_jax.models.mdm_critic.add_mdm_defaults")
   if net.mdm not in MDM_KINDS:
     raise ConfigError(f"net.mdm must be one of {', '.join(MDM_KINDS)}, got {net.mdm!r}")
   if net.mdm_input not in MDM_INPUTS:
@@ -91,8 +76,8 @@ class MDMMethod(StandardMethod):
     net = config.net
     _check(net)
     self.kind = net.mdm
-    self.critic = dep.StatisticNetwork(dropout=net.mdm_critic_dropout,
-                                       output=net.mdm_critic_output)
+    self.critic = StatisticNetwork(dropout=net.mdm_critic_dropout,
+                                   output=net.mdm_critic_output)
     lr = net.mdm_critic_lr or config.optim.lr
     self.critic_tx = optax.adamw(lr, b1=config.optim.b1, b2=config.optim.b2,
                                  weight_decay=net.mdm_critic_weight_decay)
@@ -210,6 +195,41 @@ class MDMMethod(StandardMethod):
       return carry
     return jax.lax.fori_loop(0, net.mdm_unroll, critic_update, carry)
 
+  def model_outputs(self, params, *, model_state, batch, rngs):
+    """The model's forward pass(es) whose outputs Eq. 5 reads: {'pred', 'aux'} on the batch
+    and, in 'fused' mode, 'neg', the fused representation of its negative batch (modalities
+    permuted independently). Returns (outputs, new model_state)."""
+    (pred, aux), new_ms = self.apply(params, model_state, batch, train=True,
+                                     rng=rngs["model"], mutable=True)
+    outs = {"pred": pred, "aux": aux}
+    if self.config.net.mdm_input == "fused":
+      (_, neg_aux), _ = self.apply(params, model_state,
+                                   self.negative_batch(rngs["negatives"], batch),
+                                   train=True, rng=rngs["negative_model"], mutable=True)
+      outs["neg"] = neg_aux["fused"]
+    return outs, new_ms
+
+  def model_loss(self, outs, *, batch, critic_params, ma, rngs):
+    """Eq. 5, L = L_down - lambda * L_MDM, on the outputs of `model_outputs`: the task
+    loss (plus the model's own regularizer, if any) minus net.mdm_lambda times the bound
+    (Eq. 6-8, surrogate form) of the critic's scores of the joint representation and its
+    negatives. Returns (loss, metrics)."""
+    net, w = self.config.net, batch.weights
+    task = weighted_mean(self.task_loss_per_sample(outs["pred"], batch), w)
+    metrics = {"task_loss": task}
+    total = task
+    if self.spec.regularizer is not None:
+      reg, reg_metrics = self.spec.regularizer(outs["aux"], batch, self.config,
+                                               rngs["regularizer"])
+      total = total + reg
+      metrics.update(reg_metrics)
+    zj = self.joint_inputs(outs["aux"])
+    zm = self.marginal_inputs(outs["aux"], outs.get("neg"), rngs["marginals"], w)
+    est, sur, _ = self._bound(critic_params, zj, zm, w, ma, rngs["bound"])
+    total = total - net.mdm_lambda * sur
+    metrics.update(mdm_estimate=est, loss=total)
+    return total, metrics
+
   def model_gradient(self, state: TrainState, batch, rng):
     """Algorithm 1, one outer iteration, without the model's optimiser step: the critic
     updates on the further batches, then the gradient of Eq. 5 on `batch` under the updated
@@ -226,41 +246,13 @@ class MDMMethod(StandardMethod):
     rngs = self.step_rngs(rng, state.step)
     more, batch = batch.more, batch.replace(more=None)
     cparams, copt, ma, critic_est = self.update_critic(state, more, rngs["critic"])
-    w = batch.weights
-    fused_mode = net.mdm_input == "fused"
-
-    # Forward pass(es) of the model on the batch (and its negatives), kept as a VJP.
-    def forward(params):
-      (pred, aux), new_ms = self.apply(params, state.model_state, batch, train=True,
-                                       rng=rngs["model"], mutable=True)
-      outs = {"pred": pred, "aux": aux}
-      if fused_mode:
-        (_, neg_aux), _ = self.apply(params, state.model_state,
-                                     self.negative_batch(rngs["negatives"], batch),
-                                     train=True, rng=rngs["negative_model"], mutable=True)
-        outs["neg"] = neg_aux["fused"]
-      return outs, new_ms
+    forward = functools.partial(self.model_outputs, model_state=state.model_state,
+                                batch=batch, rngs=rngs)
     outs, model_vjp, new_model_state = jax.vjp(forward, state.params, has_aux=True)
-
-    # Eq. 5 under the updated critic.
-    def head(o):
-      task = weighted_mean(self.task_loss_per_sample(o["pred"], batch), w)
-      metrics = {"task_loss": task}
-      total = task
-      if self.spec.regularizer is not None:
-        reg, reg_metrics = self.spec.regularizer(o["aux"], batch, self.config,
-                                                 rngs["regularizer"])
-        total = total + reg
-        metrics.update(reg_metrics)
-      zj = self.joint_inputs(o["aux"])
-      zm = self.marginal_inputs(o["aux"], o.get("neg"), rngs["marginals"], w)
-      est, sur, _ = self._bound(cparams, zj, zm, w, ma, rngs["bound"])
-      total = total - net.mdm_lambda * sur
-      metrics.update(mdm_estimate=est, loss=total)
-      return total, metrics
-
-    total, head_vjp, metrics = jax.vjp(head, outs, has_aux=True)
-    (cotangent,) = head_vjp(jnp.ones_like(total))
+    loss = functools.partial(self.model_loss, batch=batch, critic_params=cparams, ma=ma,
+                             rngs=rngs)
+    total, loss_vjp, metrics = jax.vjp(loss, outs, has_aux=True)
+    (cotangent,) = loss_vjp(jnp.ones_like(total))
     (grads,) = model_vjp(cotangent)
     metrics["mdm_critic_estimate"] = critic_est
     return grads, metrics, new_model_state, (cparams, copt, ma)
@@ -288,31 +280,3 @@ class MDMMethod(StandardMethod):
     (_, aux), _ = self.apply(state.params, state.model_state, batch, train=False)
     return self.critic.apply({"params": state.extras["critic"]}, self.joint_inputs(aux),
                              train=False)
-
-
-def score_split(exp, state, split) -> np.ndarray:
-  """T_theta score of every row of a split (an Experiment from training.loop)."""
-  from mmfuse_jax.data import iterate_batches, shard_batch
-  fn = jax.jit(exp.method.dependency_scores)
-  out = []
-  bs = -(-exp.config.eval_batch_size // exp.num_devices) * exp.num_devices
-  for batch in iterate_batches(split, bs):
-    n = int(batch.weights.sum())
-    out.append(np.asarray(jax.device_get(fn(state, shard_batch(batch, exp.batch_sharding))))[:n])
-  return np.concatenate(out)
-
-
-def dependency_table(workdir: str, *, split: str = "test", top: int = 5, dataset=None) -> dict:
-  """Paper Table 3: the samples of a split with the highest and lowest T_theta scores
-  under the selected checkpoint of a run trained with an MDM penalty.
-
-  Returns {'ids', 'scores' (every row), 'high': [(id, score, label)...], 'low': [...]}."""
-  from mmfuse_jax.training.robustness import load_trained
-  exp, state = load_trained(workdir, dataset=dataset)
-  s = exp.dataset.splits[split]
-  scores = score_split(exp, state, s)
-  order = np.argsort(scores)
-  pick = lambda rows: [(str(s.ids[i]), float(scores[i]), s.labels[i].tolist())  # noqa: E731
-                       for i in rows]
-  return {"ids": [str(i) for i in s.ids], "scores": scores.tolist(),
-          "high": pick(order[::-1][:top]), "low": pick(order[:top])}

@@ -8,8 +8,8 @@ import optax
 
 from mmfuse_jax.losses.task import weighted_mean
 from mmfuse_jax.methods.base import Method, TrainState
+from mmfuse_jax.methods.optim import make_optimizer, scale_updates
 from mmfuse_jax.registry import METHODS
-from mmfuse_jax.training.optim import make_optimizer, scale_updates
 
 
 @METHODS.register("standard")

@@ -34,6 +34,7 @@ from mmfuse_jax.layers.dropout import Dropout
 from mmfuse_jax.layers.recurrent import MaskedLSTM, pack_valid
 from mmfuse_jax.layers.transformer import masked_mean
 from mmfuse_jax.models.base import DataInfo, ModelSpec, format_output, register_model
+from mmfuse_jax.models.mdm_critic import add_mdm_defaults
 
 
 # ----------------------------------------------------------------------------------------
@@ -78,19 +79,13 @@ def reference_modality(net, info: DataInfo) -> str:
 # ----------------------------------------------------------------------------------------
 # EF-LSTM
 # ----------------------------------------------------------------------------------------
-def mdm_net_fields(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-  """Adds the MDM penalty's fields (methods/mdm.py) to a model's net config."""
-  from mmfuse_jax.methods.mdm import add_mdm_defaults
-  return add_mdm_defaults(c)
-
-
 def default_net() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.hidden = 64             # LSTM width (MMSA-like)
   c.num_layers = 2
   c.dropout = 0.3           # between LSTM layers and before the head
   c.align_to = "text"       # reference modality of the common time grid
-  return mdm_net_fields(c)
+  return add_mdm_defaults(c)
 
 
 class EFLSTM(nn.Module):

@@ -24,7 +24,7 @@ import ml_collections
 
 from mmfuse_jax.layers.dropout import Dropout
 from mmfuse_jax.models.base import DataInfo, ModelSpec, format_output, register_model
-from mmfuse_jax.models.ef_lstm import mdm_net_fields
+from mmfuse_jax.models.mdm_critic import add_mdm_defaults
 from mmfuse_jax.models.tfn import small_recurrent_setting, squash, unimodal_embeddings
 
 
@@ -44,7 +44,7 @@ def default_net() -> ml_collections.ConfigDict:
   c.audio_vision_pool = "mean"  # audio/vision subnet input: 'mean' over steps (paper),
                                 # 'attention' (learned weights; the synthetic preset) or
                                 # 'lstm' (last LSTM state)
-  return mdm_net_fields(c)
+  return add_mdm_defaults(c)
 
 
 class LowRankFusion(nn.Module):

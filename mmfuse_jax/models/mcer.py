@@ -16,7 +16,7 @@ Forward pass (paper equations -> code):
 - Eq. 17-18: three modality-dominated heads m_t, m_a, m_v on [H_ta; H_tv], [H_ta; H_av],
   [H_tv; H_av].
 - Eq. 21: per layer and pair a modality discriminator on grouped pooled representations
-  (logits in aux; the loss is losses/vib.modality_discriminator_loss).
+  (logits in aux; the loss is losses/modality_discriminator.py).
 - L_MI: Gaussian q networks predicting X_a and X_v from X_t (aux['mi']).
 At evaluation (train=False) every VIB uses its mean (z = mu): deterministic predictions.
 """

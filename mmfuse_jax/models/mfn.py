@@ -28,7 +28,8 @@ import ml_collections
 
 from mmfuse_jax.layers.dropout import Dropout
 from mmfuse_jax.models.base import DataInfo, ModelSpec, format_output, register_model
-from mmfuse_jax.models.ef_lstm import align_modalities, mdm_net_fields, reference_modality
+from mmfuse_jax.models.ef_lstm import align_modalities, reference_modality
+from mmfuse_jax.models.mdm_critic import add_mdm_defaults
 
 
 def default_net() -> ml_collections.ConfigDict:
@@ -46,7 +47,7 @@ def default_net() -> ml_collections.ConfigDict:
   c.dropout_gamma = 0.2
   c.dropout_out = 0.2
   c.align_to = "text"       # reference modality of the common time grid
-  return mdm_net_fields(c)
+  return add_mdm_defaults(c)
 
 
 class _MLP(nn.Module):

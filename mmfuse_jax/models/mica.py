@@ -69,7 +69,7 @@ def default_net() -> ml_collections.ConfigDict:
   # Eq. 2 as printed: squared distances of the raw q, k, summed over the selected pairs.
   c.pe_normalize = "sum"        # 'sum' (Eq. 2) | 'mean': divided by the number of selected pairs
   c.pe_distance = "squared"     # 'squared' (Eq. 2) | 'cosine': ||q - k||^2 of fixed-norm q, k
-                                # (scale-free; configs/mica/synthetic.py, docs/methods/mica.md)
+                                # (scale-free; configs/mica.py:synthetic, docs/methods/mica.md)
   c.mmd_pool = "batch"          # 'batch' (all elements of the batch) | 'sample' (per sample)
   c.mmd_max_elements = 512      # batch pool: subsample each side to this many (0: all)
   c.mmd_bandwidth = "median"    # 'median' | 'mean' | a number (sigma0^2)

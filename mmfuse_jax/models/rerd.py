@@ -292,7 +292,7 @@ def build(net, info: DataInfo) -> RERDModel:
 
 def _update_config(config: ml_collections.ConfigDict) -> None:
   # Paper appendix A / Table IX (MOSI): Adam 1e-3, batch 16, 50 epochs, LR / 10 after 20.
-  # Per-dataset settings live in configs/rerd/*.py.
+  # Per-dataset settings live in configs/rerd.py.
   config.batch_size = 16
   config.epochs = 50
   config.optim.lr = 1e-3

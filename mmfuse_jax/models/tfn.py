@@ -19,14 +19,14 @@ Works with any subset of modalities (the outer product is over those present).
 from __future__ import annotations
 
 import flax.linen as nn
-import jax.numpy as jnp
 import ml_collections
 
 from mmfuse_jax.layers.dropout import Dropout
+from mmfuse_jax.layers.fusion import tensor_fusion
+from mmfuse_jax.layers.recurrent import MaskedLSTM
 from mmfuse_jax.layers.transformer import AttentionPool, masked_mean
 from mmfuse_jax.models.base import DataInfo, ModelSpec, format_output, register_model
-from mmfuse_jax.layers.recurrent import MaskedLSTM
-from mmfuse_jax.models.ef_lstm import mdm_net_fields
+from mmfuse_jax.models.mdm_critic import add_mdm_defaults
 
 
 def default_net() -> ml_collections.ConfigDict:
@@ -44,7 +44,7 @@ def default_net() -> ml_collections.ConfigDict:
   c.audio_vision_pool = "mean"  # audio/vision subnet input: 'mean' over steps (paper),
                                 # 'attention' (learned weights; the synthetic preset) or
                                 # 'lstm' (last LSTM state)
-  return mdm_net_fields(c)
+  return add_mdm_defaults(c)
 
 
 class SubNet(nn.Module):
@@ -102,15 +102,6 @@ def unimodal_embeddings(net, mods, batch, train):
 def squash(out, net):
   if net.output_range > 0:
     return net.output_range * nn.sigmoid(out) - net.output_range / 2.0
-  return out
-
-
-def tensor_fusion(zs: list[jnp.ndarray]) -> jnp.ndarray:
-  """TFN Eq. 1: flatten([z_1; 1] (x) [z_2; 1] (x) ...) -> (B, prod (d_m + 1))."""
-  out = None
-  for z in zs:
-    z1 = jnp.concatenate([z, jnp.ones(z.shape[:-1] + (1,), z.dtype)], axis=-1)
-    out = z1 if out is None else (out[:, :, None] * z1[:, None, :]).reshape(z.shape[0], -1)
   return out
 
 

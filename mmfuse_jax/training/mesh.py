@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import jax
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 
@@ -31,6 +33,5 @@ def replicated(mesh: Mesh) -> NamedSharding:
 def maybe_initialize_distributed() -> None:
   """Multi-host: call jax.distributed.initialize() when the usual environment says so
   (JAX_COORDINATOR_ADDRESS, or a cluster JAX auto-detects such as TPU pods / SLURM)."""
-  import os
   if os.environ.get("JAX_COORDINATOR_ADDRESS") or os.environ.get("MMFUSE_DISTRIBUTED"):
     jax.distributed.initialize()

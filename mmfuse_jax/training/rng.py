@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import jax
 
-from mmfuse_jax.config import PRNG_IMPL_CHOICES
+from mmfuse_jax.config_base import PRNG_IMPL_CHOICES
 from mmfuse_jax.errors import ConfigError
 
 # config value -> JAX's implementation name (every choice but 'auto')

@@ -21,14 +21,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 
 import jax
 import numpy as np
 
-from mmfuse_jax import config as config_lib
 from mmfuse_jax.data.core import Split
 from mmfuse_jax.errors import ConfigError
+from mmfuse_jax.training.experiment import load_trained
+from mmfuse_jax.training.evaluation import evaluate_split
 
 MODES = ("zero", "remove")
 PAPER_DROPS = ("zero:text+vision", "zero:text+audio", "zero:text")  # keep A, V, A+V
@@ -64,15 +64,6 @@ def corrupt_split(split: Split, mode: str, modalities) -> Split:
   return dataclasses.replace(split, features=feats, masks=masks)
 
 
-def load_trained(workdir: str, *, dataset=None):
-  """(Experiment, TrainState) of a workdir: its config.json, the data (loaded from the
-  config unless given) and the validation-selected checkpoint."""
-  from mmfuse_jax.evaluate import load_workdir_config, restore_selected
-  from mmfuse_jax.training.loop import build_experiment
-  exp = build_experiment(load_workdir_config(workdir), dataset)
-  return exp, restore_selected(workdir, exp)[0]
-
-
 def _ratios(task: str, corrupt: dict, clean: dict) -> dict[str, float]:
   out = {}
   for k in ACC_KEYS[task]:
@@ -86,7 +77,6 @@ def modality_drop_table(workdir: str, drops=PAPER_DROPS, *, split: str = "test",
 
   Returns {'split', 'clean': metrics, 'drops': {spec: {'mode', 'modalities', 'metrics',
   '<acc>_ratio', ...}}}; the ratios are Acc_2^corrupt / Acc_2 (paper Fig. 2)."""
-  from mmfuse_jax.training.loop import evaluate_split
   exp, state = load_trained(workdir, dataset=dataset)
   if split not in exp.dataset.splits:
     raise ConfigError(f"unknown split {split!r}; valid: {sorted(exp.dataset.splits)}")

@@ -22,7 +22,7 @@ import uuid
 import jax
 
 from mmfuse_jax.errors import ConfigError
-from mmfuse_jax.training.optim import make_schedule
+from mmfuse_jax.methods.optim import make_schedule
 
 _FIRST_COLUMNS = ("epoch", "time", "epoch_s", "lr", "lr_scale", "selected")
 

@@ -1,4 +1,5 @@
-"""Optimizers and learning-rate schedules from the config (optax).
+"""Optimizers and learning-rate schedules from the config (optax): what each method builds
+its optimizers with.
 
 Per-step schedules ('constant', 'step', 'cyclic') live inside the optax chain. The
 'plateau' schedule reacts to the validation loss at epoch ends: the loop keeps a factor
@@ -7,6 +8,7 @@ Per-step schedules ('constant', 'step', 'cyclic') live inside the optax chain. T
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 import optax
 
@@ -52,5 +54,5 @@ def make_optimizer(optim, steps_per_epoch: int, *, lr: float | None = None,
 
 
 def scale_updates(updates, lr_scale):
-  import jax
+  """Updates times the plateau schedule's factor (TrainState.lr_scale)."""
   return jax.tree_util.tree_map(lambda u: u * lr_scale.astype(u.dtype), updates)
