@@ -15,12 +15,11 @@ from mmfuse_jax.training import loop as loop_lib
 from mmfuse_jax.training.loop import train_and_evaluate
 from mmfuse_jax.training.rng import check_resumed_impl, resolve_prng_impl, seed_key
 from tests.helpers import shared_compilation_cache, tiny_config, tiny_synthetic
-from tests.test_baselines import TINY_NET
 
 TIMING_KEYS = ("wall_time_s", "compile_s", "train_steps_per_s")
-# a small LMF whose dropouts (0.3, its default) draw random bits in every step
-LMF = {**{f"net.{k}": v for k, v in TINY_NET["lmf"].items() if "dropout" not in k},
-       "data.modalities": "text,audio", "batch_size": 16}
+# a small EF-LSTM whose dropout (0.3, its default) draws random bits in every step
+EF_LSTM = {"net.hidden": 8, "net.num_layers": 2, "data.modalities": "text,audio",
+           "batch_size": 16}
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -58,33 +57,38 @@ def _draws(key):
 
 def test_auto_on_cpu_is_the_previous_threefry_key_bit_for_bit():
   """'auto' on CPU: the typed key holds PRNGKey(seed)'s bits and every draw, under jit,
-  equals the raw key's (the key runs used before the option); the rbg keys differ."""
+  equals the raw key's (the key runs used before the option); rbg keys draw other bits,
+  also inside lax.scan (the compiled epoch), step by step as outside it."""
   c = tiny_config("lmf", seed=5)
   key = seed_key(c)
   assert str(jax.random.key_impl(key)) == "threefry2x32"
   np.testing.assert_array_equal(jax.random.key_data(key), jax.random.PRNGKey(5))
-  want = jax.jit(_draws)(jax.random.PRNGKey(5))
-  jax.tree_util.tree_map(np.testing.assert_array_equal, jax.jit(_draws)(key), want)
+  draws = jax.jit(_draws)
+  want = draws(jax.random.PRNGKey(5))
+  jax.tree_util.tree_map(np.testing.assert_array_equal, draws(key), want)
   for impl in ("rbg", "unsafe_rbg"):
     c.prng_impl = impl
-    other = jax.jit(_draws)(seed_key(c))
+    other = draws(seed_key(c))
     assert str(jax.random.key_impl(seed_key(c))) == impl
     assert not np.array_equal(other[0], want[0]) and not np.array_equal(other[1], want[1])
+    scanned = jax.jit(lambda k: jax.lax.scan(
+        lambda carry, i: (carry, _draws(jax.random.fold_in(k, i))[1]), 0, np.arange(3))[1])
+    np.testing.assert_array_equal(scanned(seed_key(c))[2],
+                                  draws(jax.random.fold_in(seed_key(c), 2))[1])
 
 
 def _strip(results):
   return {k: v for k, v in results.items() if k not in TIMING_KEYS and k != "config"}
 
 
-def test_rbg_keys_in_the_scan_loop_resume_exactly(tmp_path, monkeypatch):
-  """rbg keys inside the compiled epoch scan; a run killed after its first epoch resumes
-  from the Orbax checkpoint to the same results as an uninterrupted one (the keys are
-  rebuilt from seed and implementation, not stored); a resume whose implementation would
-  differ is refused."""
+def test_rbg_run_resumes_exactly(tmp_path, monkeypatch):
+  """With rbg keys a run killed after its first epoch resumes from the Orbax checkpoint to
+  the same results as an uninterrupted one (the keys are rebuilt from seed and
+  implementation, not stored); a resume whose implementation would differ is refused."""
   ds = tiny_synthetic(1, n_train=64, n_valid=16, n_test=16, modalities=("text", "audio"))
-  c = tiny_config("lmf", epochs=2, train_loop="scan", prng_impl="rbg", **LMF)
+  c = tiny_config("ef_lstm", epochs=2, prng_impl="rbg", **EF_LSTM)
   full = train_and_evaluate(c, str(tmp_path / "full"), dataset=ds)
-  assert full["prng_impl"] == "rbg" and full["train_loop"] == "scan"
+  assert full["prng_impl"] == "rbg"
 
   original = checkpoint_lib.Checkpoints.save_latest
 
