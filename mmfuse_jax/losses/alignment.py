@@ -150,7 +150,8 @@ def element_alignment(q: jnp.ndarray, k: jnp.ndarray, probs: jnp.ndarray,
   every compared vector to a fixed norm (per head 1/sqrt(H), so the concatenated heads
   have norm 1; 'mean' heads: the concatenated vector to norm 1), so ||q - k||^2 =
   2 - 2 cos(q, k) per head and 'mean' gives a value in [0, 4] whatever the scale of q, k.
-  matmul_dtype: see `element_distance`. Returns ((B,) distances, {'selected_fraction': mean share of valid entries in V}).
+  matmul_dtype: see `element_distance`.
+  Returns ((B,) distances, {'selected_fraction': mean share of valid entries in V}).
   """
   if heads == "mean":
     probs = probs.mean(2)                                   # (D, B, T_t, T_s)
