@@ -47,6 +47,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.scan_max_bytes = 2 * 1024 ** 3  # device input budget where the backend reports no memory
                                  # (CPU); host-fed scan: above this (stacked epoch) use 'step'
   c.precision = "float32"        # 'bf16': bf16 forward/backward, float32 params, losses, optimizer
+  c.prng_impl = "auto"           # random keys: 'threefry' | 'rbg' | 'unsafe_rbg' (TPU's hardware
+                                 # generator); 'auto': rbg on TPU, threefry elsewhere
+                                 # (training/rng.py). Changes the numbers: checked on resume
   c.wandb = ""                   # Weights & Biases project to log metrics to; empty: off
 
   c.data = ml_collections.ConfigDict()
@@ -236,6 +239,7 @@ def select_setting(path: str, settings: dict, arg: str | None) -> ml_collections
 
 
 MODALITY_NAMES = ("text", "audio", "vision")
+PRNG_IMPL_CHOICES = ("auto", "threefry", "rbg", "unsafe_rbg")
 
 
 def validate_config(c: ml_collections.ConfigDict) -> None:
@@ -260,6 +264,8 @@ def validate_config(c: ml_collections.ConfigDict) -> None:
   need(c.get("scan_max_bytes", 0) >= 0, f"scan_max_bytes must be >= 0, got {c.scan_max_bytes}")
   need(c.get("precision", "float32") in ("float32", "bf16"),
        f"precision must be 'float32' or 'bf16', got {c.precision!r}")
+  need(c.get("prng_impl", "auto") in PRNG_IMPL_CHOICES,
+       f"prng_impl must be one of {', '.join(PRNG_IMPL_CHOICES)}, got {c.prng_impl!r}")
   need(c.data.num_buckets >= 1, f"data.num_buckets must be >= 1, got {c.data.num_buckets}")
   mods = modalities(c)
   need(mods and set(mods) <= set(MODALITY_NAMES) and len(set(mods)) == len(mods),

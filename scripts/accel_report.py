@@ -10,8 +10,9 @@ training batch, prints
 * eval_out: bytes the jitted eval step returns for an eval batch of --eval_batch (128), from
   `jax.eval_shape` (no compile): what every validation batch sends back to the host;
 * bf16 dots (step): the share of `dot_general` ops in the lowered train step under
-  precision='bf16' whose two operands are both bfloat16 (the rest run in float32: the
-  losses and regularisers, which stay float32 by design, e.g. MICA's alignment losses);
+  precision='bf16' whose two operands are both bfloat16 (the rest run in float32: parts
+  of losses and regularisers that stay float32 by design; MICA's alignment losses take
+  bfloat16 operands with float32 accumulation, losses/matmul.py);
 * bf16 dots (model): the same for the model alone (forward and backward of its summed
   predictions through `Method.apply`);
 * temp: XLA's temporary buffer bytes of the compiled bf16 train step

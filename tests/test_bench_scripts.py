@@ -91,6 +91,7 @@ def test_bench_order_stats_tiny(tmp_path, capsys):
                                           f"--json={out}"]) == 0
   rows = json.load(open(out))["rows"]
   assert len(rows) == 2 and all(r["ratio"] > 0 for r in rows)
+  assert all(r["ways_ms"]["16"] > 0 for r in rows)     # the 16-way bisection, same values
   assert "sort / bisection" in capsys.readouterr().out
 
 
@@ -194,3 +195,35 @@ def test_bench_dropout_tiny(tmp_path, capsys):
     assert res["model"][f"{name}_step_s"] > 0
   assert json.loads(out.read_text())["model"]["model"] == "mult"
   assert "fused_redrawn" in capsys.readouterr().out
+
+
+def test_bench_device_on_cpu_writes_every_field(tmp_path, capsys):
+  """scripts/bench_device.py at small options on CPU: a row per configuration with the
+  step, scan, cost-analysis and memory fields, utterance models once at their own shape,
+  rows past the time budget listed as skipped, and a markdown table."""
+  out = tmp_path / "device.json"
+  _load("bench_device").main([
+      "--models=ef_lstm,argf", "--shapes=utterance,mosi_unaligned", "--precisions=float32",
+      "--steps=2", "--warmup=0", "--batch=4", "--budget_s=0.5", "--set=net.hidden=8",
+      "--set=net.num_layers=1", f"--out={out}"])
+  saved = json.loads(out.read_text())
+  assert saved["env"]["platform"] == "cpu" and saved["args"]["batch"] == 4
+  first, *rest = saved["rows"]
+  # the first row starts within the budget and takes longer than it: the others are skipped
+  assert [(r["model"], r["shape"]) for r in rest] == [("argf", "utterance"),
+                                                      ("ef_lstm", "mosi_unaligned")]
+  assert all("time budget" in r["skipped"] for r in rest)
+  assert "error" not in first, first
+  assert (first["model"], first["shape"], first["precision"]) == ("ef_lstm", "utterance",
+                                                                  "float32")
+  assert first["batch"] == 4 and first["compile_s"] > 0
+  assert first["step_ms"] > 0 and first["steps_per_s"] == pytest.approx(1e3 / first["step_ms"])
+  assert first["flops"] > 0 and first["flops_lower_bound"] is True   # the LSTM: a loop
+  assert first["tflops_per_s"] == pytest.approx(first["flops"] / first["step_ms"] / 1e9)
+  assert first["temp_bytes"] > 0 and first["peak_bytes"] is None   # CPU: no memory stats
+  assert first["epoch_steps"] == 2 and first["loop_steps_per_s"] > 0
+  assert first["scan_steps_per_s"] > 0 and first["scan_compile_s"] > 0
+  table = capsys.readouterr().out
+  assert "| model | shape | precision |" in table
+  assert "| ef_lstm | utterance | float32 | 4 |" in table
+  assert "| argf | utterance | float32 | 4 | time budget" in table

@@ -198,7 +198,9 @@ def regularizer(aux, batch, config, rng):
       tau=net.tau, propagate_layers=net.propagate, pe_heads=net.pe_heads,
       pe_normalize=net.pe_normalize, pe_distance=net.pe_distance, mmd_pool=net.mmd_pool,
       mmd_max_elements=net.mmd_max_elements, mmd_bandwidth=_bandwidth(net.mmd_bandwidth),
-      mmd_scales=tuple(net.mmd_scales), mmd_estimator=net.mmd_estimator)
+      mmd_scales=tuple(net.mmd_scales), mmd_estimator=net.mmd_estimator,
+      # bf16 compute: the distance products in bfloat16 too (float32 accumulation, losses.matmul)
+      matmul_dtype=jnp.bfloat16 if config.get("precision", "float32") == "bf16" else None)
   metrics = {}
   if use_mmd:
     metrics["l_m"] = l_m

@@ -28,6 +28,7 @@ from mmfuse_jax.errors import ConfigError
 from mmfuse_jax.models.base import DataInfo, check_model_modalities
 from mmfuse_jax.training.checkpoint import Checkpoints, abstract_like
 from mmfuse_jax.training.mesh import batch_sharding, make_data_mesh, replicated
+from mmfuse_jax.training.rng import seed_key
 from mmfuse_jax.training.scan import scan_rows, scan_steps
 
 
@@ -115,8 +116,7 @@ def first_batch(exp: Experiment):
 
 def init_state(exp: Experiment):
   """The initial TrainState of the experiment's seed (what training and restoring start from)."""
-  rng = jax.random.PRNGKey(exp.config.seed)
-  init_rng, _ = jax.random.split(rng)
+  init_rng, _ = jax.random.split(seed_key(exp.config))   # config.prng_impl's keys
   return exp.init_fn(init_rng, first_batch(exp))
 
 

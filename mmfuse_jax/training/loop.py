@@ -37,6 +37,7 @@ from mmfuse_jax.training.experiment import build_experiment, init_state
 from mmfuse_jax.training.feeding import make_feed
 from mmfuse_jax.training.mesh import maybe_initialize_distributed
 from mmfuse_jax.training.results import save_preprocessing, summarize, write_json_atomic
+from mmfuse_jax.training.rng import check_resumed_impl, resolve_prng_impl, seed_key
 from mmfuse_jax.training.run_log import RunLog, learning_rate, now_iso
 from mmfuse_jax.training.scan import resolve_train_loop, scan_epoch, scan_epoch_device
 from mmfuse_jax.training.workdir import prepare_workdir, replay_early_stopping
@@ -80,13 +81,16 @@ def train_and_evaluate(config, workdir: str, *, dataset: Dataset | None = None,
   loop = {"epoch": 0, "history": [], "best_value": None, "best_epoch": 0,
           "since_best": 0, "plateau_best": None, "plateau_bad": 0, "stopped_early": False,
           "train_time_s": 0.0, "train_steps_timed": 0, "compile_s": 0.0}
+  prng_impl = resolve_prng_impl(config.get("prng_impl", "auto"))
   restored = ckpt.restore_latest(abstract_like(state, exp.state_sharding))
   if restored is not None:
     state, loop = restored
+    check_resumed_impl(loop.get("prng_impl"), prng_impl, workdir)
     loop = replay_early_stopping(loop, config, workdir)
     log.info("resuming %s after epoch %d", workdir, loop["epoch"])
+  loop["prng_impl"] = prng_impl   # recorded with every checkpoint (training/rng.py)
   writers = RunLog(workdir, loop["history"], config)
-  train_rng = jax.random.split(jax.random.PRNGKey(config.seed))[1]
+  train_rng = jax.random.split(seed_key(config))[1]
   train_split, valid_split = exp.dataset.splits["train"], exp.dataset.splits["valid"]
   extra = exp.method.extra_batches   # further batches per step (MDM's critic updates)
   feed = make_feed(config, train_split, exp.batch_sharding, exp.state_sharding, extra)
@@ -185,6 +189,7 @@ def train_and_evaluate(config, workdir: str, *, dataset: Dataset | None = None,
       "baseline": {"predictor": baseline_name, "test": baseline_test},
       "num_devices": exp.num_devices, "wall_time_s": time.perf_counter() - wall_start,
       "compile_s": loop["compile_s"], "train_loop": train_loop, "input_feed": feed.kind,
+      "prng_impl": prng_impl,
       "train_steps_per_s": steps / loop["train_time_s"] if loop["train_time_s"] > 0 else None,
       "config": config.to_dict(),
       "data": {"source": exp.dataset.source,
