@@ -12,6 +12,7 @@ TINY_MULT = ["--set=net.d_model=8", "--set=net.num_heads=2", "--set=net.num_laye
 _load = load_script
 
 
+@pytest.mark.slow
 def test_bench_infer_tiny_model(tmp_path, capsys):
   out = tmp_path / "infer.json"
   res = _load("bench_infer").main(["--model=mult", "--shapes=tiny", *TINY_MULT, "--batch=8",
@@ -197,6 +198,7 @@ def test_bench_dropout_tiny(tmp_path, capsys):
   assert "fused_redrawn" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_bench_device_on_cpu_writes_every_field(tmp_path, capsys):
   """scripts/bench_device.py at small options on CPU: a row per configuration with the
   step, scan, cost-analysis and memory fields, utterance models once at their own shape,

@@ -68,7 +68,8 @@ def test_none_is_exactly_the_standard_method():
 LMF = {**{f"net.{k}": v for k, v in TINY_NET["lmf"].items()}, "model": "lmf"}
 
 
-@pytest.mark.parametrize("model,mode", [("ef_lstm", "fused"), ("lmf", "unimodal")])
+@pytest.mark.parametrize("model,mode", [("ef_lstm", "fused"),
+                                        pytest.param("lmf", "unimodal", marks=pytest.mark.slow)])
 def test_model_gradient_is_eq5_under_the_critic(model, mode):
   """With no critic update (unroll 0) and no dropout, the step's model gradient equals the
   gradient of L_down - lambda * L_MDM computed directly, parameter by parameter. The critic

@@ -81,6 +81,7 @@ def _strip(results):
   return {k: v for k, v in results.items() if k not in TIMING_KEYS and k != "config"}
 
 
+@pytest.mark.slow
 def test_rbg_run_resumes_exactly(tmp_path, monkeypatch):
   """With rbg keys a run killed after its first epoch resumes from the Orbax checkpoint to
   the same results as an uninterrupted one (the keys are rebuilt from seed and

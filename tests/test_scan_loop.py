@@ -130,6 +130,7 @@ def test_scan_with_buckets_runs_in_step_order():
       np.testing.assert_allclose(y[k], x[k], rtol=1e-5, atol=1e-6, err_msg=k)
 
 
+@pytest.mark.slow
 def test_scan_with_method_state_mdm(tmp_path, monkeypatch):
   ds = _data(2, n_train=64)
   kw = {**EF, "net.mdm": "kl", "net.mdm_unroll": 2, "net.dropout": 0.0}
