@@ -24,9 +24,9 @@ from mmfuse_jax.cli import parse_flags, run_main
 from mmfuse_jax.errors import ConfigError
 from mmfuse_jax.plots import plot_bars, plot_workdir
 from mmfuse_jax.training import conditions, robustness
-from mmfuse_jax.training.experiment import load_workdir_config, restore_selected
 from mmfuse_jax.training.evaluation import evaluate_split
-from mmfuse_jax.training.experiment import build_experiment
+from mmfuse_jax.training.experiment import (build_experiment, load_workdir_config,
+                                            restore_selected)
 
 KNOWN = {"workdir": None, "data_dir": None, "splits": "valid,test", "help": None,
          "json": None, "plots": None, "drop": None, "noise": None, "shift": None,
