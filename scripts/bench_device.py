@@ -36,7 +36,6 @@ import json
 import os
 import platform
 import re
-import statistics
 import sys
 import time
 
@@ -96,16 +95,7 @@ def bench_row(model: str, shape: str, precision: str, batch: int, steps: int, wa
   compile_s = time.perf_counter() - t0
   flops, lower_bound = xla_flops(compiled)
   memory = compiled.memory_analysis()
-  for _ in range(1 + warmup):
-    state, _ = exp.train_step(state, b, rng)
-  jax.block_until_ready(state)
-  times = []
-  for _ in range(steps):
-    t = time.perf_counter()
-    state, _ = exp.train_step(state, b, rng)
-    jax.block_until_ready(state)
-    times.append(time.perf_counter() - t)
-  step_s = statistics.median(times)
+  step_s, state = bench_train.median_step_s(exp, state, b, rng, steps, 1 + warmup)
   row = {"model": model, "shape": shape, "precision": precision, "batch": batch,
          "compile_s": compile_s, "step_ms": 1e3 * step_s, "steps_per_s": 1.0 / step_s,
          "flops": flops, "flops_lower_bound": lower_bound,

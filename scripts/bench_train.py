@@ -103,6 +103,21 @@ def setup_step(model: str, shape: str, batch: int, overrides: dict):
   return c, ds, exp, exp.init_fn(rng, b), b, rng
 
 
+def median_step_s(exp, state, batch, rng, steps: int, warmup: int):
+  """(median seconds per train step over `steps` timed steps after `warmup` untimed ones,
+  the state after them)."""
+  for _ in range(warmup):
+    state, _ = exp.train_step(state, batch, rng)
+  jax.block_until_ready(state)
+  times = []
+  for _ in range(steps):
+    t = time.perf_counter()
+    state, _ = exp.train_step(state, batch, rng)
+    jax.block_until_ready(state)
+    times.append(time.perf_counter() - t)
+  return statistics.median(times), state
+
+
 def bench(model: str, shape: str, batch: int, steps: int, warmup: int, overrides: dict,
           torch_ref: str = "", torch_threads: int = 0, train_loop: str = "step") -> dict:
   lengths, dims = SHAPES[shape]
@@ -111,16 +126,7 @@ def bench(model: str, shape: str, batch: int, steps: int, warmup: int, overrides
   state, m = exp.train_step(state, b, rng)
   jax.block_until_ready(state)
   compile_s = time.perf_counter() - t0
-  for _ in range(warmup):
-    state, m = exp.train_step(state, b, rng)
-  jax.block_until_ready(state)
-  times = []
-  for _ in range(steps):
-    t = time.perf_counter()
-    state, m = exp.train_step(state, b, rng)
-    jax.block_until_ready(state)
-    times.append(time.perf_counter() - t)
-  med = statistics.median(times)
+  med, state = median_step_s(exp, state, b, rng, steps, warmup)
   row = {"model": model, "shape": shape, "batch": batch, "compile_s": compile_s,
          "step_s_median": med, "steps_per_s": 1.0 / med, "precision": c.precision,
          "params": int(sum(x.size for x in jax.tree_util.tree_leaves(state.params)))}
