@@ -133,7 +133,8 @@ def condition_table(workdir: str, *, noise=(), shift=(), split: str = "test", da
 
   def row(changed: Split, **spec) -> dict:
     metrics = evaluate_split(exp, state, changed)
-    return {**spec, "metrics": metrics, **robustness._ratios(exp.info.task, metrics, clean)}
+    return {**spec, "metrics": metrics,
+            **robustness.accuracy_ratios(exp.info.task, metrics, clean)}
 
   for spec, (m, level) in parsed_noise.items():
     table["noise"][spec] = row(noise_split(base, m, level, stats[m]["std"], seed=seed),

@@ -64,7 +64,9 @@ def corrupt_split(split: Split, mode: str, modalities) -> Split:
   return dataclasses.replace(split, features=feats, masks=masks)
 
 
-def _ratios(task: str, corrupt: dict, clean: dict) -> dict[str, float]:
+def accuracy_ratios(task: str, corrupt: dict, clean: dict) -> dict[str, float]:
+  """'<acc>_ratio' = Acc(changed inputs) / Acc(clean) per accuracy metric of the task (NaN
+  where the clean accuracy is 0): the drop table's and the noise/shift tables' ratios."""
   out = {}
   for k in ACC_KEYS[task]:
     out[f"{k}_ratio"] = float(corrupt[k] / clean[k]) if clean[k] else float("nan")
@@ -88,7 +90,7 @@ def modality_drop_table(workdir: str, drops=PAPER_DROPS, *, split: str = "test",
     mode, mods = parse_drop(spec, exp.info.modalities)
     metrics = evaluate_split(exp, state, corrupt_split(base, mode, mods))
     table["drops"][spec] = {"mode": mode, "modalities": list(mods), "metrics": metrics,
-                            **_ratios(exp.info.task, metrics, clean)}
+                            **accuracy_ratios(exp.info.task, metrics, clean)}
   return table
 
 
