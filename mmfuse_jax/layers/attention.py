@@ -56,14 +56,18 @@ def _broadcast_mask(mask, b: int, h: int, len_q: int, len_k: int):
   return None if mask is None else jnp.broadcast_to(mask, (b, h, len_q, len_k))
 
 
-def explicit_attention(q, k, v, mask):
+def explicit_attention(q, k, v, mask, dropout=None):
   """softmax(q k^T / sqrt(d_h)) v with the scores and statistics in float32 and
   `masked_softmax`'s rows (a query without valid keys outputs 0). q (B, T_q, H, d),
-  k and v (B, T_k, H, d), mask broadcastable to (B, H, T_q, T_k) bool or None.
-  Returns (context (B, T_q, H, d), probabilities (B, H, T_q, T_k) float32)."""
+  k and v (B, T_k, H, d), mask broadcastable to (B, H, T_q, T_k) bool or None; dropout:
+  None or a function applied to the probabilities before they weight v (attention
+  dropout). Scores come from compute-dtype operands and are then cast to float32 (the
+  cast, not preferred_element_type, keeps the backward matmuls in the compute dtype).
+  Returns (context (B, T_q, H, d), probabilities before dropout (B, H, T_q, T_k) float32)."""
   logits = jnp.einsum("bqhd,bkhd->bhqk", q, k).astype(jnp.float32)
   probs = masked_softmax(logits / np.sqrt(q.shape[-1]).astype(np.float32), mask)
-  return jnp.einsum("bhqk,bkhd->bqhd", probs.astype(v.dtype), v), probs
+  weights = probs if dropout is None else dropout(probs)
+  return jnp.einsum("bhqk,bkhd->bqhd", weights.astype(v.dtype), v), probs
 
 
 def fused_attention(q, k, v, mask, implementation: str = "xla"):
@@ -170,12 +174,8 @@ class MultiHeadAttention(nn.Module):
       impl = choose_implementation(jax.default_backend(), q.dtype, head, k.shape[1],
                                    dropout_active=dropout_active, chunk_size=self.chunk_size)
     if impl == "explicit":
-      # Scores from compute-dtype operands, then float32 for the softmax statistics (the
-      # cast, not preferred_element_type, keeps the backward matmuls in the compute dtype).
-      logits = jnp.einsum("bqhd,bkhd->bhqk", q, k).astype(jnp.float32)
-      probs = masked_softmax(logits / np.sqrt(head).astype(np.float32), mask)
-      dropped = Dropout(self.dropout, deterministic=not train)(probs)
-      out = jnp.einsum("bhqk,bkhd->bqhd", dropped.astype(v.dtype), v)
+      out, probs = explicit_attention(q, k, v, mask,
+                                      Dropout(self.dropout, deterministic=not train))
     else:
       if impl == "chunked":
         out = chunked_attention(q, k, v, mask, self.chunk_size)
