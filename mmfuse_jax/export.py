@@ -78,13 +78,11 @@ def export_workdir(workdir: str, out: str, platforms: tuple[str, ...] = DEFAULT_
                   d["num_classes"])
   model = MODELS.get(config.model).build(config.net, info)
   ckpt = Checkpoints(workdir)
-  step = ckpt.best.latest_step()
-  if step is None:
-    raise ConfigError(f"{workdir} has no selected checkpoint (checkpoints/best is empty)")
-  restored = ckpt.best.restore(step, args=ocp.args.Composite(
-      state=ocp.args.StandardRestore(), meta=ocp.args.JsonRestore()))
+  restored = ckpt.restore_best_untyped()
   ckpt.close()
-  state = restored.state
+  if restored is None:
+    raise ConfigError(f"{workdir} has no selected checkpoint (checkpoints/best is empty)")
+  state, ckpt_meta = restored
   variables = {"params": state["params"], **state.get("model_state", {})}
   variables = jax.tree_util.tree_map(np.asarray, variables)
 
@@ -109,7 +107,7 @@ def export_workdir(workdir: str, out: str, platforms: tuple[str, ...] = DEFAULT_
       spec_f, spec_m)
   with open(os.path.join(out, "inference.jax.bin"), "wb") as f:
     f.write(exported.serialize())
-  meta = {"model": config.model, "selected_epoch": restored.meta["epoch"],
+  meta = {"model": config.model, "selected_epoch": ckpt_meta["epoch"],
           "modalities": list(info.modalities), "feature_dims": info.feature_dims,
           "max_lengths": info.max_lengths, "task": info.task,
           "num_classes": info.num_classes, "platforms": list(exported.platforms),

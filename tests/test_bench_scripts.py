@@ -229,3 +229,11 @@ def test_bench_device_on_cpu_writes_every_field(tmp_path, capsys):
   assert "| model | shape | precision |" in table
   assert "| ef_lstm | utterance | float32 | 4 |" in table
   assert "| argf | utterance | float32 | 4 | time budget" in table
+
+
+@pytest.mark.slow
+def test_bench_checkpoint_times_both_ways(capsys):
+  """Packed and leaf-by-leaf saves of a small model's default state, one table row."""
+  _load("bench_checkpoint").main(["--models=lmf", "--repeats=1"])
+  row = capsys.readouterr().out.strip().splitlines()[-1]
+  assert row.startswith("| `lmf` |") and row.endswith("x |")
