@@ -36,6 +36,7 @@ import numpy as np
 from mmfuse_jax import config as config_lib
 from mmfuse_jax.catalog import MODELS
 from mmfuse_jax.data import make_synthetic, shard_batch
+from mmfuse_jax.data import synthetic as synthetic_data
 from mmfuse_jax.data.pipeline import make_batch
 from mmfuse_jax.training.feeding import DeviceFeed
 from mmfuse_jax.training.experiment import build_experiment
@@ -49,6 +50,7 @@ SHAPES = {
                         {"text": 300, "audio": 74, "vision": 35}),
     "utterance": ({"text": 1, "audio": 1, "vision": 1},
                   {"text": 100, "audio": 73, "vision": 100}),
+    "synthetic": (dict(synthetic_data.DEFAULT_LENGTHS), dict(synthetic_data.DEFAULT_DIMS)),
 }
 
 

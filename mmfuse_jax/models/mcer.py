@@ -464,10 +464,16 @@ def synthetic_setting(c) -> None:
   1.104 with the mean, the label mean is 1.173); (2) the bottleneck KL terms carry the
   printed weights alpha beta and beta^2 (kl_weighting='literal'): with alpha = 1.9 on KL_m
   the multimodal bottleneck collapses and the model stays near the label mean; (3) 4x the
-  training sequences (same test split), 12 epochs without early stopping: with 1200 the
-  recurrent audio/vision encoders memorise their training noise."""
+  training sequences (same test split): with 1200 the recurrent audio/vision encoders
+  memorise their training noise; (4) batch 64 at lr 2.5e-3 for 10 epochs without early
+  stopping, so that the no-flag run fits in 5 minutes on a 2-core CPU: the recurrent
+  encoders make a step cost nearly the same at batch 64 as at 32. Table III's batch 32 and
+  lr 7e-4 for 12 epochs reach test MAE 0.727 in about 8 minutes; this setting 0.860, with
+  validation MAE best at epoch 8 (seed 0)."""
   c.data.synthetic_train = 4800
-  c.epochs = 12
+  c.batch_size = 64
+  c.optim.lr = 2.5e-3
+  c.epochs = 10
   c.patience = 0
   c.net.text_pool = "attention"
   c.net.kl_weighting = "literal"

@@ -172,8 +172,17 @@ def _update_config(config: ml_collections.ConfigDict) -> None:
   config.optim.plateau_factor = 0.1
 
 
+def synthetic_setting(config: ml_collections.ConfigDict) -> None:
+  """The built-in synthetic data (docs/results.md): 10 epochs instead of the quick default's
+  12, so that the no-flag first run fits in 5 minutes on a 2-core CPU. Nothing else changes
+  and no schedule depends on the epoch count (the plateau scheduler never fires this early),
+  so the run is the 12-epoch run stopped after epoch 10, the epoch that run selects on
+  validation MAE (seed 0)."""
+  config.epochs = 10
+
+
 SPEC = register_model(ModelSpec(
     name="mult", build=lambda net, info: MulTModel(net, info), default_net=default_net,
-    update_config=_update_config, min_modalities=2,
+    update_config=_update_config, min_modalities=2, synthetic_setting=synthetic_setting,
     modality_reason="each modality attends to the others through crossmodal transformers",
     doc="Multimodal Transformer (Tsai et al. 2019)"))
