@@ -507,7 +507,8 @@ RESULTS_HEADING = "## Results"
 
 def fill_results(doc: str, filled: dict[str, list[str]], status: str) -> str:
   """The document with each table of its Results section whose header row matches one of
-  `filled` replaced (rows up to the first line that does not start with '|'), the heading
+  `filled` replaced (rows up to the first line that does not start with '|'; two tables
+  with the same header are told apart by their first row's first cell), the heading
   'Results (not yet filled in)' made 'Results' and the paragraph starting '**Not run yet.**'
   (or a previous '**Filled in**' one) replaced by `status`. Nothing above the Results
   heading changes."""
@@ -516,7 +517,21 @@ def fill_results(doc: str, filled: dict[str, list[str]], status: str) -> str:
     raise SystemExit(f"the document has no '{RESULTS_HEADING}' section")
   head, lines = doc[:start + 1], doc[start + 1:].split("\n")
   out, i = [], 0
-  headers = {t[0]: t for t in filled.values()}
+  first_cell = lambda row: row.split("|")[1].strip() if row.count("|") > 1 else ""  # noqa: E731
+  by_header: dict[str, list] = {}
+  for table in filled.values():
+    by_header.setdefault(table[0], []).append(table)
+
+  def match(i):
+    """The filled table for the doc table whose header is line i: by header when that is
+    unique, else by header and first cell of the first row (two hypothesis tables)."""
+    tables_ = by_header.get(lines[i], [])
+    if len(tables_) == 1:
+      return tables_[0]
+    row = lines[i + 2] if i + 2 < len(lines) else ""
+    return next((t for t in tables_ if len(t) > 2 and first_cell(t[2]) == first_cell(row)),
+                None)
+
   while i < len(lines):
     line = lines[i]
     if i == 0 and line.startswith(RESULTS_HEADING):
@@ -525,8 +540,8 @@ def fill_results(doc: str, filled: dict[str, list[str]], status: str) -> str:
       out.append(status)
       while i + 1 < len(lines) and lines[i + 1].strip():   # the rest of the paragraph
         i += 1
-    elif line in headers:
-      out.extend(headers[line])
+    elif line in by_header and match(i) is not None:
+      out.extend(match(i))
       while i + 1 < len(lines) and lines[i + 1].startswith("|"):
         i += 1
     else:

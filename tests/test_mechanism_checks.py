@@ -103,7 +103,7 @@ def _dependent_views(n, rng, dependent=True):
 
 def test_fresh_critic_detects_dependency_and_not_its_absence():
   rng = np.random.default_rng(0)
-  kw = dict(steps=300, batch_size=64, lr=3e-3, dropout=0.0)
+  kw = dict(steps=300, batch_size=64, lr=1e-2, dropout=0.0)   # one program for both fits
   critic, params = mc.fit_critic(*_dependent_views(512, rng), **kw)
   test_j, test_m = _dependent_views(512, rng)
   est = mc.critic_estimate(critic, params, test_j, test_m)
@@ -111,10 +111,10 @@ def test_fresh_critic_detects_dependency_and_not_its_absence():
   t_j = np.asarray(critic.apply({"params": params}, test_j))
   t_m = np.asarray(critic.apply({"params": params}, test_m))
   assert est == pytest.approx(t_j.mean() - t_m.mean(), abs=1e-5)
-  assert est > 0.2
+  assert est > 0.08
   critic, params = mc.fit_critic(*_dependent_views(512, rng, dependent=False), **kw)
   assert abs(mc.critic_estimate(critic, params,
-                                *_dependent_views(512, rng, dependent=False))) < 0.05
+                                *_dependent_views(512, rng, dependent=False))) < 0.03
 
 
 # ----------------------------------------------------------------------------------------

@@ -19,9 +19,12 @@ mechanism arm and the ablation arm the same way, so the two can be compared:
   (MDM Eq. 8) of the critic's input (the fused representation) on the split: P the samples
   as they are, Q the samples with each modality's rows permuted independently (the product
   of the marginals, Algorithm 1's negatives). A run without a critic (net.mdm=none) cannot
-  report its own, so a fresh critic of the same form (Table 4) is fitted for a fixed number
-  of steps on the frozen representations of the train split and evaluated on the split, for
-  both arms ('dependency_fresh'); the trained critic's estimate comes too where one exists.
+  report its own, so a fresh critic of the same form (Table 4 widths and output, the run's
+  critic learning rate, weight decay and gradient penalty; no dropout, since it measures
+  rather than regularises) is fitted for a fixed number of steps on the frozen
+  representations of the train split (one fixed permutation for Q) and evaluated on the
+  split, for both arms ('dependency_fresh'); the trained critic's estimate comes too where
+  one exists.
 - `argf_check`: how well the source modality can be told from the joint-space embeddings
   (the encoders' outputs): test accuracy of a multinomial logistic regression fitted on the
   train split's embeddings (chance 1 / M for M modalities), for both arms; for a run with
@@ -59,6 +62,7 @@ from mmfuse_jax.training.experiment import load_trained, load_workdir_config
 # MCER's generated-label keys of each modality (methods/mcer.py, SLGM).
 MCER_LABEL_KEYS = {"text": "t", "audio": "a", "vision": "v"}
 CRITIC_STEPS = 500          # fresh critic of mdm_check: AdamW steps on the train split
+CRITIC_DROPOUT = 0.0        # ... without Table 4's dropout: it measures, it does not regularise
 PROBE_L2 = 1e-3             # argf_check: L2 weight of the logistic regression (standardised x)
 
 
@@ -341,7 +345,7 @@ def mdm_measure(exp, state, split: str = "test", *, steps: int = CRITIC_STEPS,
   critic, params = fit_critic(
       train_j, train_m, kind="w", steps=steps, batch_size=exp.config.batch_size,
       lr=net.mdm_critic_lr or exp.config.optim.lr, weight_decay=net.mdm_critic_weight_decay,
-      gp=net.mdm_gp, dropout=net.mdm_critic_dropout, output=net.mdm_critic_output, seed=seed)
+      gp=net.mdm_gp, dropout=CRITIC_DROPOUT, output=net.mdm_critic_output, seed=seed)
   out = {"dependency_fresh": critic_estimate(critic, params, test_j, test_m),
          "dependency_fresh_train": critic_estimate(critic, params, train_j, train_m),
          "dependency_trained": float("nan"), "mdm_trained": float(net.mdm != "none")}
