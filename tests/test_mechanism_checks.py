@@ -131,18 +131,22 @@ def test_modality_probe_separable_vs_identical_and_matches_sklearn():
                                     _embeddings(200, rng, 5.0)) > 0.99
   chance = mc.modality_probe_accuracy(_embeddings(300, rng, 0.0), _embeddings(300, rng, 0.0))
   assert abs(chance - 1 / 3) < 0.06
-  # overlapping classes: the same predictions as scikit-learn's multinomial logistic
-  # regression with the same penalty (C = 1 / (n l2), on the same standardised features)
+  # overlapping classes, a vanishing penalty: the maximum-likelihood fit is unique, so the
+  # class probabilities equal scikit-learn's multinomial logistic regression's (C = 1 / (n
+  # l2); its penalty is on all K classes, ours on K - 1, which no longer matters)
   sklearn = pytest.importorskip("sklearn.linear_model")
   train, test = _embeddings(150, rng, 0.7), _embeddings(150, rng, 0.7)
   x = np.concatenate(list(train.values())); y = np.repeat([0, 1, 2], 150)
   mu, sd = x.mean(0), x.std(0) + 1e-8
-  coef = mc.fit_softmax_regression((x - mu) / sd, y, 3, l2=1e-2)
-  ref = sklearn.LogisticRegression(C=1 / (len(x) * 1e-2), tol=1e-10, max_iter=10000)
+  coef = mc.fit_softmax_regression((x - mu) / sd, y, 3, l2=1e-7)
+  ref = sklearn.LogisticRegression(C=1 / (len(x) * 1e-7), tol=1e-12, max_iter=100000)
   ref.fit((x - mu) / sd, y)
   xt = (np.concatenate(list(test.values())) - mu) / sd
-  agree = np.mean(mc.softmax_predict(coef, xt) == ref.predict(xt))
-  assert agree > 0.99
+  logits = np.concatenate([xt, np.ones((len(xt), 1))], 1) @ coef
+  probs = np.exp(logits - logits.max(1, keepdims=True))
+  np.testing.assert_allclose(probs / probs.sum(1, keepdims=True), ref.predict_proba(xt),
+                             atol=2e-3)
+  np.testing.assert_array_equal(mc.softmax_predict(coef, xt), ref.predict(xt))
 
 
 def test_discriminator_accuracy_is_balanced():
@@ -193,3 +197,87 @@ def test_argf_check_on_a_tiny_run(workdir):
   assert 0.0 <= out["discriminator_accuracy"] <= 1.0
   with pytest.raises(ConfigError, match="rerd_check needs rerd"):
     mc.rerd_check(workdir, dataset=ds)
+
+
+@pytest.fixture(scope="module")
+def module_cache(tmp_path_factory):
+  from tests.helpers import shared_compilation_cache
+  with shared_compilation_cache(tmp_path_factory.mktemp("xla_cache")):
+    yield
+
+
+@pytest.mark.slow
+def test_rerd_check_matches_the_regulariser_on_a_tiny_run(workdir, module_cache):
+  """'msd' equals the MSD the training regulariser computes on the whole test split (one
+  batch) in evaluation mode."""
+  import jax
+  from mmfuse_jax.data import iterate_batches
+  from mmfuse_jax.models.rerd import msd_regularizer
+  ds = tiny_synthetic(0, n_train=64, n_valid=32, n_test=48)
+  c = tiny_config("rerd", epochs=1, **{"net.latent_dim": 8, "net.distill_heads": 2,
+                                       "net.distill_layers": 2, "net.distill_ff": 8,
+                                       "net.out_dim": 4, "net.fusion_heads": 2,
+                                       "net.fusion_layers": 1})
+  train_and_evaluate(c, workdir, dataset=ds)
+  out = mc.mechanism_check(workdir, dataset=ds)
+  assert out["msd_trained"] == 1.0 and out["msd"] > 0 and out["msd_shuffled"] > 0
+  exp, state = mc.load_trained(workdir, dataset=ds)
+  batch = next(iter(iterate_batches(ds.splits["test"], 64)))
+  (_, aux), _ = exp.method.apply(state.params, state.model_state, batch, train=False)
+  _, metrics = jax.jit(lambda a, b: msd_regularizer(a, b, exp.config, None))(aux, batch)
+  assert out["msd"] == pytest.approx(float(metrics["msd"]), rel=1e-4)
+
+
+@pytest.mark.slow
+def test_mica_check_on_a_tiny_run(workdir, module_cache):
+  ds = tiny_synthetic(0, n_train=64, n_valid=32, n_test=48)
+  c = tiny_config("mica", epochs=1, **{"net.d_model": 8, "net.num_heads": 2,
+                                       "net.num_layers": 1, "net.memory_layers": 1,
+                                       "net.mmd_max_elements": 64})
+  train_and_evaluate(c, workdir, dataset=ds)
+  out = mc.mechanism_check(workdir, dataset=ds, split="test")
+  directions = [k.split(":", 1)[1] for k in out if k.startswith("mmd2:")]
+  assert len(directions) == 6 and out["alignment_trained"] == 1.0
+  assert out["mmd2"] == pytest.approx(np.mean([out[f"mmd2:{d}"] for d in directions]))
+  assert all(-2.0 <= out[f"a_distance:{d}"] <= 2.0 for d in directions)
+
+
+@pytest.mark.slow
+def test_mdm_check_on_a_tiny_run(workdir, module_cache):
+  """The trained critic's estimate is mean T(joint) - mean T(negatives), T(joint) being the
+  per-sample dependency scores of dependency_scores.py."""
+  from mmfuse_jax.training.dependency_scores import score_split
+  ds = tiny_synthetic(1, n_train=64, n_valid=32, n_test=48)
+  c = tiny_config("ef_lstm", epochs=1, **{"net.hidden": 8, "net.num_layers": 1,
+                                          "net.mdm": "w", "net.mdm_unroll": 1})
+  train_and_evaluate(c, workdir, dataset=ds)
+  out = mc.mdm_check(workdir, dataset=ds, steps=20)
+  assert out["mdm_trained"] == 1.0
+  assert all(np.isfinite(out[k]) for k in ("dependency_fresh", "dependency_trained",
+                                           "dependency_fresh_train"))
+  exp, state = mc.load_trained(workdir, dataset=ds)
+  z_j, z_m = mc.critic_views(exp, state, ds.splits["test"], seed=1)
+  t_m = np.asarray(exp.method.critic.apply({"params": state.extras["critic"]}, z_m))
+  scores = score_split(exp, state, ds.splits["test"])
+  assert out["dependency_trained"] == pytest.approx(scores.mean() - t_m.mean(), abs=1e-5)
+
+
+@pytest.mark.slow
+def test_mcer_check_on_a_tiny_run(workdir, module_cache):
+  import jax
+  ds = tiny_synthetic(0, n_train=64, n_valid=32, n_test=32)
+  c = tiny_config("mcer", epochs=2, **{"net.text_dim": 8, "net.audio_dim": 8,
+                                       "net.vision_dim": 8, "net.fusion_dim": 16,
+                                       "net.uni_dim": 8, "net.z_dim": 8, "net.cross_dim": 8,
+                                       "net.cross_layers": 1, "net.cross_heads": 2,
+                                       "net.head_dim": 8, "data.shared_noise_audio": 3.0})
+  train_and_evaluate(c, workdir, dataset=ds)
+  out = mc.mechanism_check(workdir, dataset=ds)
+  assert out["noise_audio"] == 3.0 and out["noise_text"] == 1.0
+  exp, state = mc.load_trained(workdir, dataset=ds)
+  ex = jax.device_get(state.extras)
+  y = np.asarray(ex["y_m"])
+  d = {m: np.mean(np.abs(np.asarray(ex["labels"][k]) - y)) for m, k in
+       (("text", "t"), ("audio", "a"), ("vision", "v"))}       # every train row was seen
+  assert out["D_audio"] == pytest.approx(d["audio"], rel=1e-5) and out["D_audio"] > 0
+  assert out["g"] == pytest.approx(d["audio"] - (d["text"] + d["vision"]) / 2, rel=1e-4)
