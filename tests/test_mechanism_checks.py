@@ -1,5 +1,5 @@
 """Mechanism-acts checks (training/mechanism_checks.py): each measure against an independent
-computation on hand-made inputs, and the workdir entry point on a tiny trained run."""
+computation on hand-made inputs, and (slow) each workdir entry point on a tiny trained run."""
 
 import numpy as np
 import pytest
@@ -175,8 +175,10 @@ def test_generated_label_distances():
 
 
 # ----------------------------------------------------------------------------------------
-# Workdir entry point on a tiny trained run
+# Workdir entry points on tiny trained runs (slow: compiling a model's steps takes a
+# minute or more on a CPU)
 # ----------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_argf_check_on_a_tiny_run(workdir):
   ds = tiny_synthetic(0, n_train=96, n_valid=32, n_test=48)
   c = tiny_config("argf", epochs=1, **{"net.ucln": False, "data.context": False,
