@@ -1,5 +1,5 @@
 """scripts/mechanisms.py: the design's runs, the statistic and decisions on hand-made run
-records, the filled Results section, and (slow) a tiny end-to-end run."""
+records, the filled Results section, and (slow) a tiny end-to-end run of one hypothesis."""
 
 import json
 import math
@@ -124,33 +124,41 @@ def test_fill_results_replaces_only_the_results_tables():
 
 @pytest.mark.slow
 def test_script_end_to_end_tiny(tmp_path):
-  """--only H4 with 2 seeds on --tiny runs: trains 4 ARGF runs, writes every table, the
+  """--only H3 with 2 seeds on --tiny runs: trains 4 EF-LSTM runs, writes every table, the
   check and the JSON, reuses everything on a second call, fills a copy of the doc."""
   doc = tmp_path / "mechanisms.md"
   with open(DOC) as f:
     doc.write_text(f.read())
-  argv = ["--only", "H4", "--seeds", "0,1", "--tiny", "--workdir", str(tmp_path / "w"),
+  argv = ["--only", "H3", "--seeds", "0,1", "--tiny", "--workdir", str(tmp_path / "w"),
           "--compile_cache", "none", "--fill_doc", "--doc", str(doc)]
   with shared_compilation_cache(tmp_path / "cache"):
     assert M.main(argv) == 0
   out = json.loads((tmp_path / "w" / "mechanisms.json").read_text())
   assert len(out["runs"]) == 4 and all(r["status"] == "ok" for r in out["runs"])
-  wd = tmp_path / "w" / "argf" / "mechanism" / "n1200_h1" / "seed_1"
+  wd = tmp_path / "w" / "ef_lstm" / "mechanism" / "n1200_h1" / "seed_1"
   for name in ("results.json", "modality_drop_test.json", "noise_test.json",
                "shift_test.json", M.RUN_FILE):
     assert (wd / name).exists(), name
   rec = next(r for r in out["runs"] if r["arm"] == "mechanism" and r["seed"] == 1)
   results = json.loads((wd / "results.json").read_text())
   assert rec["clean_mae"] == pytest.approx(results["test"]["mae"], rel=1e-5)
-  assert 0 <= rec["check"]["probe_accuracy"] <= 1
-  assert math.isnan(next(r for r in out["runs"] if r["arm"] == "ablation")
-                    ["check"]["discriminator_accuracy"])
-  assert out["contrasts"]["H4"]["n"] == 2
+  assert results["config"]["net"]["mdm"] == "w" and results["data"]["sizes"]["train"] == 64
+  drop = json.loads((wd / "modality_drop_test.json").read_text())
+  assert rec["drop_mae"]["zero:audio"] == drop["drops"]["zero:audio"]["metrics"]["mae"]
+  assert math.isfinite(rec["check"]["dependency_trained"])
+  ablation = next(r for r in out["runs"] if r["arm"] == "ablation")
+  assert math.isnan(ablation["check"]["dependency_trained"])
+  assert math.isfinite(ablation["check"]["dependency_fresh"])
+  d = [M.drop_increase(next(r for r in out["runs"] if r["arm"] == "ablation"
+                            and r["seed"] == s))
+       - M.drop_increase(next(r for r in out["runs"] if r["arm"] == "mechanism"
+                              and r["seed"] == s)) for s in (0, 1)]
+  assert out["contrasts"]["H3"]["d"] == pytest.approx(d)
   text = doc.read_text()
-  assert "| H4: ARGF vs w/o adversarial | " in text and "**Filled in**" in text
+  assert "| H3: EF-LSTM L_W vs L_none | " in text and "**Filled in**" in text
   # a second call trains nothing and evaluates nothing
   with shared_compilation_cache(tmp_path / "cache"):
     assert M.main(argv[:-3]) == 0
   again = json.loads((tmp_path / "w" / "mechanisms.json").read_text())
   assert all(r.get("reused") for r in again["runs"])
-  assert again["contrasts"]["H4"]["mean"] == pytest.approx(out["contrasts"]["H4"]["mean"])
+  assert again["contrasts"]["H3"]["mean"] == pytest.approx(out["contrasts"]["H3"]["mean"])
