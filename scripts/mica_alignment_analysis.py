@@ -13,6 +13,9 @@ reports two distances between the two sets:
   linear least-squares classifier telling queries from keys (balanced classes, 50/50
   split); 0: indistinguishable, 2: linearly separable.
 
+The computation is `mmfuse_jax.training.mechanism_checks` (`last_layer_sets`,
+`query_key_distances`), which the mechanism benchmark (scripts/mechanisms.py) shares.
+
   python scripts/mica_alignment_analysis.py --workdir backbone=/tmp/t/backbone/seed_0 \
       --workdir full=/tmp/t/full/seed_0 [--split test] [--max_elements 1500]
 """
@@ -23,68 +26,20 @@ import argparse
 import json
 import sys
 
-import jax
-import numpy as np
+from mmfuse_jax.training import mechanism_checks
+from mmfuse_jax.training.experiment import (build_experiment, load_workdir_config,
+                                            restore_selected)
 
 
 def last_layer_sets(workdir: str, split_name: str, data_dir: str | None = None) -> dict:
-  """{direction: (queries (n, d), keys (m, d))} of the last layer over a split."""
-  from mmfuse_jax.data import iterate_batches, shard_batch
-  from mmfuse_jax.training.experiment import load_workdir_config, restore_selected
-  from mmfuse_jax.training.evaluation import analysis_outputs
-  from mmfuse_jax.training.experiment import build_experiment
+  """{direction: (queries (n, d), keys (m, d))} of the last layer over a split
+  (`mechanism_checks.last_layer_sets` of the workdir's selected checkpoint)."""
   config = load_workdir_config(workdir, data_dir)
   if config.model != "mica":
     raise SystemExit(f"{workdir} is a {config.model!r} run, not mica")
   exp = build_experiment(config)
   state, _ = restore_selected(workdir, exp)
-  split = exp.dataset.splits[split_name]
-  sets: dict = {}
-  for batch in iterate_batches(split, config.eval_batch_size,
-                               num_buckets=config.data.num_buckets):
-    _, _, aux = analysis_outputs(exp, state, shard_batch(batch, exp.batch_sharding))
-    cross = jax.device_get(aux["crossmodal"])
-    keep = np.asarray(batch.weights) > 0
-    for direction, d in cross.items():
-      s, t = direction.split("->")
-      q = np.asarray(d["q"][-1])                     # (B, T_t, H, d_h)
-      k = np.asarray(d["k"][-1])                     # (B, T_s, H, d_h)
-      qm = np.asarray(batch.masks[t]) & keep[:, None]
-      km = np.asarray(batch.masks[s]) & keep[:, None]
-      qs, ks = sets.setdefault(direction, ([], []))
-      qs.append(q.reshape(*q.shape[:2], -1)[qm])
-      ks.append(k.reshape(*k.shape[:2], -1)[km])
-  return {k: (np.concatenate(v[0]), np.concatenate(v[1])) for k, v in sets.items()}
-
-
-def proxy_a_distance(x: np.ndarray, y: np.ndarray, rng: np.random.Generator) -> float:
-  """2 (1 - 2 err) of a ridge-regularised linear classifier, x vs y, held-out half."""
-  n = min(len(x), len(y))
-  x = x[rng.permutation(len(x))[:n]]; y = y[rng.permutation(len(y))[:n]]
-  feats = np.concatenate([x, y]); labels = np.concatenate([np.ones(n), -np.ones(n)])
-  order = rng.permutation(2 * n); feats, labels = feats[order], labels[order]
-  half = n
-  mu, sd = feats[:half].mean(0), feats[:half].std(0) + 1e-6
-  a = np.concatenate([(feats - mu) / sd, np.ones((2 * n, 1))], axis=1)
-  w = np.linalg.solve(a[:half].T @ a[:half] + 1e-3 * np.eye(a.shape[1]),
-                      a[:half].T @ labels[:half])
-  err = float(np.mean(np.sign(a[half:] @ w) != labels[half:]))
-  return 2.0 * (1.0 - 2.0 * min(err, 0.5))
-
-
-def distances(sets: dict, max_elements: int, seed: int = 0) -> dict:
-  from mmfuse_jax.losses.mmd import mmd2
-  rng = np.random.default_rng(seed)
-  out = {}
-  for direction, (q, k) in sorted(sets.items()):
-    qs = q[rng.permutation(len(q))[:max_elements]]
-    ks = k[rng.permutation(len(k))[:max_elements]]
-    out[direction] = {"mmd2": float(mmd2(qs, ks, bandwidth="median")),
-                      "a_distance": proxy_a_distance(q, k, rng),
-                      "n_queries": int(len(q)), "n_keys": int(len(k))}
-  out["mean"] = {m: float(np.mean([v[m] for v in out.values()]))
-                 for m in ("mmd2", "a_distance")}
-  return out
+  return mechanism_checks.last_layer_sets(exp, state, exp.dataset.splits[split_name])
 
 
 def main(argv=None) -> int:
@@ -99,8 +54,8 @@ def main(argv=None) -> int:
   results = {}
   for item in args.workdir:
     name, _, wd = item.partition("=")
-    results[name] = distances(last_layer_sets(wd, args.split, args.data_dir),
-                              args.max_elements)
+    results[name] = mechanism_checks.query_key_distances(
+        last_layer_sets(wd, args.split, args.data_dir), args.max_elements)
   directions = [d for d in next(iter(results.values())) if d != "mean"]
   print(f"last-layer queries vs keys on the {args.split} split: MMD^2 (median bandwidth) / "
         "proxy A-distance")

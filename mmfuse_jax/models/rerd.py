@@ -256,6 +256,20 @@ def msd_inputs(aux, net) -> tuple[dict, dict]:
   return aux["aligned"], {m: aux["aligned_mask"] for m in aux["aligned"]}
 
 
+def msd_settings(net) -> dict:
+  """The keyword arguments of `msd_loss` / `msd_per_sample` that net.msd_* ask for: the
+  'paper' variant's fields, or the 'reference' variant's fixed quantity (transport cost,
+  absolute eps 0.5, squared cost, pairs summed). Shared by the regulariser and the analyses
+  that measure the MSD of a trained run (training/mechanism_checks.py)."""
+  solver = dict(max_iterations=net.msd_iterations, threshold=net.msd_threshold,
+                implicit_diff=net.msd_implicit_diff)
+  if net.msd_variant == "reference":
+    return dict(epsilon=REFERENCE_MSD_EPSILON, relative_epsilon=False, kind="transport",
+                cost="sqeuclidean", pair_reduce="sum", **solver)
+  return dict(epsilon=net.msd_epsilon, relative_epsilon=net.msd_relative_epsilon,
+              kind=net.msd_kind, cost=net.msd_cost, **solver)
+
+
 def msd_regularizer(aux, batch, config, rng):
   """lambda * L_MSD (Eq. 11's second term), weighted by batch.weights.
 
@@ -271,16 +285,7 @@ def msd_regularizer(aux, batch, config, rng):
   seqs, masks = msd_inputs(aux, net)
   if not net.use_msd or len(seqs) < 2:
     return zero, {"msd": zero, "msd_error": zero, "msd_iterations": zero}
-  solver = dict(max_iterations=net.msd_iterations, threshold=net.msd_threshold,
-                implicit_diff=net.msd_implicit_diff)
-  if net.msd_variant == "reference":
-    value, stats = msd_loss(seqs, masks, batch.weights, epsilon=REFERENCE_MSD_EPSILON,
-                            relative_epsilon=False, kind="transport", cost="sqeuclidean",
-                            pair_reduce="sum", **solver)
-  else:
-    value, stats = msd_loss(seqs, masks, batch.weights, epsilon=net.msd_epsilon,
-                            relative_epsilon=net.msd_relative_epsilon, kind=net.msd_kind,
-                            cost=net.msd_cost, **solver)
+  value, stats = msd_loss(seqs, masks, batch.weights, **msd_settings(net))
   return net.msd_weight * value, {"msd": value, "msd_error": stats["error"],
                                   "msd_iterations": stats["iterations"].astype(jnp.float32)}
 
