@@ -30,7 +30,7 @@ def test_design_has_the_preregistered_115_runs():
   assert (c.dataset, c.preset, c.seed, c.data.synthetic_seed) == (
       "synthetic_shared", "synthetic", 3, 3)
   assert (c.data.synthetic_train, c.data.shared_noise_audio, c.net.tasks) == (1200, 3.0, "m")
-  assert c.epochs == 12   # MCER's preset, its 4800 training samples replaced by the condition's
+  assert (c.epochs, c.batch_size) == (10, 64)  # MCER's preset; its 4800 samples replaced
   assert M.run_workdir("W", {"model": "mcer", "arm": "ablation", "condition": "noisy_audio",
                              "seed": 3}) == os.path.join("W", "mcer", "ablation",
                                                          "noisy_audio", "seed_3")
