@@ -60,8 +60,8 @@ def pack_state(state) -> tuple[dict[str, np.ndarray], list[dict]]:
   for path, leaf in jax.tree_util.tree_flatten_with_path(state)[0]:
     value = _host_value(leaf)
     name = value.dtype.name
-    entry = {"path": jax.tree_util.keystr(path), "dtype": name, "shape": list(value.shape),
-             "offset": sizes.get(name, 0)}
+    entry = {"path": jax.tree_util.keystr(path), "keys": [_key_name(k) for k in path],
+             "dtype": name, "shape": list(value.shape), "offset": sizes.get(name, 0)}
     if isinstance(leaf, jax.Array) and jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key):
       entry["key_impl"] = str(jax.random.key_impl(leaf))
     chunks.setdefault(name, []).append(value.reshape(-1))
@@ -113,7 +113,7 @@ def unpack_nested(arrays: dict[str, np.ndarray], layout: list[dict]) -> dict:
   (attribute and dict names, sequence indices), e.g. out['params']['proj_text']['kernel']."""
   root: dict = {}
   for entry in layout:
-    keys = _path_keys(entry["path"])
+    keys = entry["keys"]
     node = root
     for k in keys[:-1]:
       node = node.setdefault(k, {})
@@ -121,28 +121,12 @@ def unpack_nested(arrays: dict[str, np.ndarray], layout: list[dict]) -> dict:
   return root
 
 
-def _path_keys(path: str) -> list:
-  """'.params['proj']['kernel']' / '.opt_state[0].mu' -> ['params', 'proj', 'kernel'] /
-  ['opt_state', 0, 'mu'] (jax.tree_util.keystr's format)."""
-  keys, i = [], 0
-  while i < len(path):
-    if path[i] == ".":
-      j = i + 1
-      while j < len(path) and path[j] not in ".[":
-        j += 1
-      keys.append(path[i + 1:j])
-      i = j
-    elif path[i] == "[":
-      j = path.index("]", i)
-      token = path[i + 1:j]
-      if token[:1] in "'\"":
-        keys.append(token[1:-1])
-      else:
-        keys.append(int(token))
-      i = j + 1
-    else:
-      raise ValueError(f"unexpected tree path {path!r}")
-  return keys
+def _key_name(key):
+  """A tree path entry as JSON: a dict key or attribute name, or a sequence index."""
+  for field in ("key", "name", "idx"):
+    if hasattr(key, field):
+      return getattr(key, field)
+  raise ValueError(f"unexpected tree path entry {key!r}")
 
 
 def _manager(directory: epath.Path) -> ocp.CheckpointManager:
