@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from mmfuse_jax.training import checkpoint as checkpoint_lib
+from mmfuse_jax.training.evaluation import evaluate_split
 from mmfuse_jax.training.loop import train_and_evaluate, train_seeds
 from tests.helpers import tiny_config, tiny_synthetic
 
@@ -92,3 +93,26 @@ def test_seeds_summary(tmp_path):
   assert summary["test"]["mae"]["mean"] == pytest.approx(np.mean(values))
   assert os.path.exists(tmp_path / "summary.json")
   assert os.path.exists(tmp_path / "seed_2" / "results.json")
+
+
+def test_epoch_observer_sees_each_epoch_and_changes_nothing(tmp_path):
+  """The observer (reproduction scripts' per-epoch test trajectories) is called once per
+  epoch with the epoch's state; the selected epoch's test metrics it saw are the ones the
+  run reports, and a run without it gives identical results."""
+  ds = tiny_synthetic(4, n_train=96, n_valid=32, n_test=32, modalities=("text", "audio"))
+  c = tiny_config("mult", epochs=3, **{"net.d_model": 8, "net.num_heads": 2,
+                                       "net.num_layers": 1, "optim.lr": 1e-2})
+  seen = {}
+
+  def observe(epoch, exp, state):
+    seen[epoch] = evaluate_split(exp, state, exp.dataset.splits["test"])
+
+  observed = train_and_evaluate(c, str(tmp_path / "observed"), dataset=ds,
+                                epoch_observer=observe)
+  plain = train_and_evaluate(c, str(tmp_path / "plain"), dataset=ds)
+  assert sorted(seen) == [1, 2, 3]
+  assert _strip(observed) == _strip(plain)
+  at_selected = seen[observed["selected_epoch"]]
+  for k, v in observed["test"].items():
+    assert at_selected[k] == pytest.approx(v, rel=1e-6, abs=1e-7), k
+  assert len({round(m["mae"], 6) for m in seen.values()}) > 1   # the epochs differ

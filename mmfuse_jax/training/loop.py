@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from typing import Any, Callable
 
 import jax
 import numpy as np
@@ -53,12 +54,19 @@ def selection_rule(config, task: str) -> tuple[str, str]:
 
 
 def train_and_evaluate(config, workdir: str, *, dataset: Dataset | None = None,
-                       data_stats: dict | None = None) -> dict:
+                       data_stats: dict | None = None,
+                       epoch_observer: Callable[[int, Any, Any], None] | None = None) -> dict:
   """Trains, selects on validation, evaluates the selected checkpoint on test.
 
   Rerunning with the same workdir resumes from the latest checkpoint; a finished run of the
   same config returns its results.json unchanged, one whose epochs were raised continues;
   a workdir holding a different config is an error (training/workdir.py).
+
+  epoch_observer(epoch, experiment, state), if given, is called after each epoch's
+  validation with the 1-based epoch number. It is for analysis only (a reproduction
+  script's per-epoch test trajectory, printed as a labelled upper bound): what it returns
+  is ignored, and it runs after this epoch's selection decision, so it cannot influence
+  selection, the schedule or the next epoch.
   """
   maybe_initialize_distributed()
   results_path = os.path.join(workdir, "results.json")
@@ -169,6 +177,8 @@ def train_and_evaluate(config, workdir: str, *, dataset: Dataset | None = None,
       ckpt.save_best(epoch + 1, state, {"epoch": epoch + 1, "valid": valid_m})
     ckpt.save_latest(epoch + 1, state, loop)
     writers.write(row)
+    if epoch_observer is not None:
+      epoch_observer(epoch + 1, exp, state)
     bar.set_postfix({f"valid_{select_metric}": f"{value:.4f}",
                      "best_epoch": loop["best_epoch"]})
   bar.close()
