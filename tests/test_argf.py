@@ -441,6 +441,8 @@ def test_config_files():
   assert (c.model, c.dataset, c.method) == ("argf", "mosi_utterance", "argf")
   assert c.data.task == "classification" and c.data.split == "poria" and c.data.context
   assert c.net.ucln and c.net.target_modality == "text" and c.optim.b1 == 0.5
+  # The paper's two stages: UCLNs first (2 epochs: their validation loss's minimum).
+  assert c.net.ucln_epochs == 2 and c.epochs > c.net.ucln_epochs
   r = load("mosi_utterance_regression")
   assert r.data.task == "" and r.data.context and r.dataset == "mosi_utterance"
   t = load("tiny")
