@@ -162,7 +162,10 @@ class Checkpoints:
     return (manager.directory / str(step) / "packed").exists()
 
   @classmethod
-  def _restore(cls, manager, abstract_state):
+  def _read(cls, manager, abstract_state=None):
+    """(state, meta) of the manager's newest step, None if it has none. With a template
+    the state comes back as `abstract_state` describes it; without one (abstract_state
+    None) as nested dicts of numpy arrays."""
     step = manager.latest_step()
     if step is None:
       return None
@@ -173,29 +176,21 @@ class Checkpoints:
     out = manager.restore(step, args=ocp.args.Composite(
         packed=ocp.args.StandardRestore(), layout=ocp.args.JsonRestore(),
         meta=ocp.args.JsonRestore()))
+    if abstract_state is None:
+      return unpack_nested(out.packed, out.layout), out.meta
     where = str(manager.directory / str(step))
     return unpack_state(out.packed, out.layout, abstract_state, where), out.meta
 
   def restore_latest(self, abstract_state):
-    return self._restore(self.latest, abstract_state)
+    return self._read(self.latest, abstract_state)
 
   def restore_best(self, abstract_state):
-    return self._restore(self.best, abstract_state)
+    return self._read(self.best, abstract_state)
 
   def restore_best_untyped(self):
     """(state as nested dicts and numpy arrays, meta) of the best checkpoint, read without
     a template (export: no experiment to build one); None if there is none."""
-    step = self.best.latest_step()
-    if step is None:
-      return None
-    if not self._is_packed(self.best, step):
-      out = self.best.restore(step, args=ocp.args.Composite(
-          state=ocp.args.StandardRestore(), meta=ocp.args.JsonRestore()))
-      return out.state, out.meta
-    out = self.best.restore(step, args=ocp.args.Composite(
-        packed=ocp.args.StandardRestore(), layout=ocp.args.JsonRestore(),
-        meta=ocp.args.JsonRestore()))
-    return unpack_nested(out.packed, out.layout), out.meta
+    return self._read(self.best)
 
   def close(self) -> None:
     self.latest.close()
