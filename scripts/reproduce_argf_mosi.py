@@ -131,27 +131,28 @@ def test_selected(trajectory: list[dict]) -> dict:
 def print_tables(table: dict, seeds: list[int]) -> None:
   print("\nCMU-MOSI (utterance level, Poria split), binary: test Acc / F1 of the checkpoint "
         f"selected on the validation loss, mean +- std over seeds {seeds}")
-  print(f"{'setting':44s} {'ours Acc':>15s} {'ours F1':>15s} {'paper Acc':>9s} {'paper F1':>8s}"
+  w = max([len(BASELINE[0])] + [len(row["label"]) for row in table.values()])
+  print(f"{'setting':{w}s} {'ours Acc':>15s} {'ours F1':>15s} {'paper Acc':>9s} {'paper F1':>8s}"
         "  selected epochs")
   for name, row in table.items():
     t = row["summary"]["test"]
     pa, pf = PAPER[row["paper_key"]]
-    print(f"{row['label']:44s} {100 * t['acc']['mean']:8.2f} +- {100 * t['acc']['std']:4.2f}"
+    print(f"{row['label']:{w}s} {100 * t['acc']['mean']:8.2f} +- {100 * t['acc']['std']:4.2f}"
           f" {100 * t['f1']['mean']:8.2f} +- {100 * t['f1']['std']:4.2f} {pa:9.2f} {pf:8.2f}"
           f"  {row['summary']['selected_epochs']}")
-  print(f"{BASELINE[0]:44s} {'':>15s} {'':>15s} {BASELINE[1]:9.2f}")
+  print(f"{BASELINE[0]:{w}s} {'':>15s} {'':>15s} {BASELINE[1]:9.2f}")
 
   print("\nUPPER BOUND, NOT A RESULT: checkpoint chosen on the TEST split (best test accuracy "
         "over epochs; the protocol of the paper's public code, whose 81.38 is its best run)")
-  print(f"{'setting':44s} {'mean over seeds':>16s} {'best seed':>10s}  best epoch per seed")
+  print(f"{'setting':{w}s} {'mean over seeds':>16s} {'best seed':>10s}  best epoch per seed")
   for name, row in table.items():
     picks = [test_selected(row["trajectories"][s]) for s in seeds if s in row["trajectories"]]
     if len(picks) < len(seeds):
-      print(f"{row['label']:44s} (per-epoch test accuracy not recorded for every seed: "
+      print(f"{row['label']:{w}s} (per-epoch test accuracy not recorded for every seed: "
             "the runs finished before; use a new --workdir)")
       continue
     accs = [100 * p["acc"] for p in picks]
-    print(f"{row['label']:44s} {np.mean(accs):9.2f} +- {np.std(accs):4.2f} {max(accs):10.2f}"
+    print(f"{row['label']:{w}s} {np.mean(accs):9.2f} +- {np.std(accs):4.2f} {max(accs):10.2f}"
           f"  {[p['epoch'] for p in picks]}")
 
 
