@@ -2,6 +2,7 @@
 
     python scripts/torch_parity.py --model=mult --torch-ref=PATH [--size=full|tiny] [--causal=true]
     python scripts/torch_parity.py --model=argf --torch-ref=PATH
+    python scripts/torch_parity.py --model=rerd --torch-ref=PATH   (= scripts/parity_rerd.py)
 
 Builds the official model from a checkout (PATH as in scripts/torch_ref.py), gives every
 parameter and BatchNorm running average random values, and runs it in eval mode on random
@@ -20,6 +21,9 @@ float32) or 1e-4 (gradients).
   argf  Encoder_5 (x3), Decoder2 (x3; tiny: text only), Discriminator, classifier3 (on each
         modality) and graph11_new, each on its own inputs, with every net.*_variant and
         net.gfn_edges = 'reference'
+  rerd  runs scripts/parity_rerd.py (all its settings; --size and --causal do not apply):
+        distillation encoders with every query kept and all keys sampled, fusion
+        transformer, head; the official attention layout and the per-head one
 
 --size=tiny is the fixture size (scripts/make_parity_fixtures.py; MulT then at width 6,
 their hard-coded 30 replaced as scripts/torch_ref.py describes). The torch-side builder of
@@ -36,7 +40,8 @@ import sys
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import torch_ref  # noqa: E402  (scripts/ is not a package)
+import parity_rerd  # noqa: E402  (scripts/ is not a package)
+import torch_ref  # noqa: E402
 
 from mmfuse_jax.convert import parity  # noqa: E402
 
@@ -238,12 +243,14 @@ def print_result(model: str, res: dict) -> None:
 
 def main(argv=None) -> int:
   ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-  ap.add_argument("--model", required=True, choices=sorted(BUILDERS))
+  ap.add_argument("--model", required=True, choices=sorted([*BUILDERS, "rerd"]))
   ap.add_argument("--torch-ref", required=True, help="checkout(s) of the official code")
   ap.add_argument("--size", default="full", choices=("full", "tiny"))
   ap.add_argument("--causal", default="true", choices=("true", "false"),
                   help="mult: attn_mask / net.causal on both sides")
   args = ap.parse_args(argv)
+  if args.model == "rerd":
+    return parity_rerd.main(["--torch-ref", args.torch_ref])
   import jax
   jax.config.update("jax_default_matmul_precision", "highest")
   options = {"causal": args.causal == "true"} if args.model == "mult" else {}

@@ -173,3 +173,12 @@ def test_imported_checkpoint_evaluates_and_exports(tmp_path):
   pred = load_exported(str(tmp_path / "exported"))(test.features, test.masks)
   np.testing.assert_allclose(np.mean(np.abs(pred - test.labels)), res["test"]["mae"],
                              rtol=1e-5)
+
+
+def test_torch_parity_script_runs_rerd_through_parity_rerd(monkeypatch):
+  """`torch_parity.py --model=rerd` is scripts/parity_rerd.py with the same checkout."""
+  script = load_script("torch_parity")
+  calls = []
+  monkeypatch.setattr(script.parity_rerd, "main", lambda argv: calls.append(argv) or 3)
+  assert script.main(["--model=rerd", "--torch-ref=/refs"]) == 3
+  assert calls == [["--torch-ref", "/refs"]]
