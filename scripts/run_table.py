@@ -122,7 +122,8 @@ def main(argv=None) -> int:
   p.add_argument("--only", default="", help="comma-separated subset of the preset's names")
   p.add_argument("--variant", action="append", default=[], metavar="NAME:K=V;K=V")
   p.add_argument("--model", default=None)
-  p.add_argument("--dataset", default="synthetic")
+  p.add_argument("--dataset", default=None,
+                 help="default: the model's built-in synthetic data (as `train` without flags)")
   p.add_argument("--preset", choices=("synthetic", "none"), default="synthetic",
                  help="on the built-in synthetic data: the model's synthetic preset "
                       "(default, as `train` without flags) or 'none' (its paper settings)")
@@ -163,7 +164,7 @@ def main(argv=None) -> int:
   configs = [(name, build_config(args, o)) for name, o in variants]  # fail fast on typos
   rows, record = [], {"argv": sys.argv[1:] if argv is None else argv, "seeds": seeds,
                       "variants": {}}
-  label = args.config or f"{args.model} on {args.dataset}"
+  label = args.config or f"{args.model} on {configs[0][1].dataset}"
   for (name, overrides), (_, c) in zip(variants, configs):
     wd = os.path.join(args.workdir, name.replace(" ", "_").replace("/", "-"))
     t0 = time.time()

@@ -60,6 +60,13 @@ def test_run_table_variants_and_markdown():
   table = rt.markdown([("full", summary)])
   assert table.splitlines()[0] == "| variant | Acc | F1 |"
   assert table.splitlines()[2] == "| full | 60.0 +- 0.0 | 40.0 +- 0.0 |"
+  # without --dataset a model gets its own built-in synthetic data, as `train` does
+  args = lambda model, dataset: rt.argparse.Namespace(
+      config=None, model=model, dataset=dataset, preset="synthetic", data_dir=None, epochs=0,
+      set=[])
+  assert rt.build_config(args("argf", None), {}).dataset == "synthetic_utterance"
+  assert rt.build_config(args("mult", None), {}).dataset == "synthetic"
+  assert rt.build_config(args("argf", "synthetic_shared"), {}).dataset == "synthetic_shared"
   # every preset override names a real config field of its model
   from mmfuse_jax import config as config_lib
   for name, (model, variants) in rt.PRESETS.items():
