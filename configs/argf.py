@@ -21,8 +21,8 @@ def mosi_utterance_regression():
   """Poria's speaker-independent split (1447 train clips / 752 test), validation carved
   out of train by video (data.valid_fraction); each utterance carries its video's
   utterance sequence for the UCLN (data.context), trained first, alone, for 2 epochs.
-  Regression: the fusion network's MSE and Eq. 8 on the scalar target, selection on validation MAE; metrics are the MOSI ones
-  (Acc-2 has0/non0, Acc-7, MAE, Corr)."""
+  Regression: the fusion network's MSE and Eq. 8 on the scalar target, selection on
+  validation MAE; metrics are the MOSI ones (Acc-2 has0/non0, Acc-7, MAE, Corr)."""
   c = library_config("argf", "mosi_utterance")
   c.data.split = "poria"
   c.data.context = True

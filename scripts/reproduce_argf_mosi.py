@@ -42,8 +42,8 @@ from mmfuse_jax import config as config_lib
 from mmfuse_jax.losses.task import per_sample_task_loss
 from mmfuse_jax.training import metrics as metrics_lib
 from mmfuse_jax.training.evaluation import evaluate_split, predict_split
-from mmfuse_jax.training.loop import train_and_evaluate
-from mmfuse_jax.training.results import summarize, write_json_atomic
+from mmfuse_jax.training.loop import train_seeds
+from mmfuse_jax.training.results import write_json_atomic
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -105,21 +105,15 @@ def run_row(args, name: str, protocol: str, ablation: str | None, seeds: list[in
   """Trains the seeds of one table row; returns its summary and per-seed trajectories."""
   c = make_config(args, protocol, ablation)
   row_dir = os.path.join(args.workdir, name)
-  runs, trajectories = [], {}
+  path = lambda s: os.path.join(row_dir, f"test_by_epoch_seed_{s}.json")
+  summary = train_seeds(c, row_dir, seeds, epoch_observer_for=lambda s: trajectory_observer(
+      path(s), with_heads and s == seeds[0]))
+  trajectories = {}
   for s in seeds:
-    cs = c.copy_and_resolve_references()
-    cs.seed = s
-    path = os.path.join(row_dir, f"test_by_epoch_seed_{s}.json")
-    observer = trajectory_observer(path, with_heads and s == seeds[0])
-    runs.append(train_and_evaluate(cs, os.path.join(row_dir, f"seed_{s}"),
-                                   epoch_observer=observer))
-    if os.path.exists(path):
-      with open(path) as f:
+    if os.path.exists(path(s)):
+      with open(path(s)) as f:
         trajectories[s] = json.load(f)
-  summary = summarize(runs)
-  summary["selected_epochs"] = [r["selected_epoch"] for r in runs]
-  return {"summary": summary, "trajectories": trajectories, "epochs": c.epochs,
-          "ucln_epochs": c.net.ucln_epochs}
+  return {"summary": summary, "trajectories": trajectories, "epochs": c.epochs}
 
 
 def test_selected(trajectory: list[dict]) -> dict:
@@ -171,7 +165,7 @@ def print_trajectories(table: dict, seeds: list[int]) -> None:
     print(f"{e + 1:5d} " + " ".join(cells))
   for n in names:
     first = table[n]["trajectories"][seeds[0]]
-    if "ucln" not in first[0] or not first[0]["ucln"]:
+    if not first[0].get("ucln"):
       continue
     print(f"\n{n}, seed {seeds[0]}: UCLN heads per epoch, accuracy % / cross-entropy "
           "(train | valid | test)")

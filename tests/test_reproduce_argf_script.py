@@ -41,7 +41,7 @@ def test_test_selected_takes_the_best_test_epoch_first_on_ties():
 def _row(label, accs_by_seed, selected):
   runs = {s: _trajectory(a) for s, a in accs_by_seed.items()}
   test = {"acc": {"mean": 0.77, "std": 0.01}, "f1": {"mean": 0.775, "std": 0.012}}
-  return {"label": label, "paper_key": "full", "epochs": 3, "ucln_epochs": 2,
+  return {"label": label, "paper_key": "full", "epochs": 3,
           "trajectories": runs, "summary": {"test": test, "selected_epochs": selected}}
 
 

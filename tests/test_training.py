@@ -107,9 +107,13 @@ def test_epoch_observer_sees_each_epoch_and_changes_nothing(tmp_path):
   def observe(epoch, exp, state):
     seen[epoch] = evaluate_split(exp, state, exp.dataset.splits["test"])
 
-  observed = train_and_evaluate(c, str(tmp_path / "observed"), dataset=ds,
-                                epoch_observer=observe)
+  # through train_seeds, which makes each seed's observer with epoch_observer_for
+  summary = train_seeds(c, str(tmp_path / "observed"), [c.seed], dataset=ds,
+                        epoch_observer_for=lambda seed: observe)
+  with open(tmp_path / "observed" / f"seed_{c.seed}" / "results.json") as f:
+    observed = json.load(f)
   plain = train_and_evaluate(c, str(tmp_path / "plain"), dataset=ds)
+  assert summary["selected_epochs"] == [observed["selected_epoch"]]
   assert sorted(seen) == [1, 2, 3]
   assert _strip(observed) == _strip(plain)
   at_selected = seen[observed["selected_epoch"]]

@@ -212,14 +212,18 @@ def train_and_evaluate(config, workdir: str, *, dataset: Dataset | None = None,
   return results
 
 
-def train_seeds(config, workdir: str, seeds: list[int], **kwargs) -> dict:
+def train_seeds(config, workdir: str, seeds: list[int], *, epoch_observer_for=None,
+                **kwargs) -> dict:
   """Runs one seed per sub-workdir (seed_<s>) and writes summary.json with mean +- std of
-  the selected checkpoints' validation and test metrics."""
+  the selected checkpoints' validation and test metrics. `epoch_observer_for(seed)`, if
+  given, makes each seed's `epoch_observer` (analysis only, as in train_and_evaluate)."""
   runs = []
   for s in seeds:
     c = config.copy_and_resolve_references()
     c.seed = s
-    runs.append(train_and_evaluate(c, os.path.join(workdir, f"seed_{s}"), **kwargs))
+    observer = epoch_observer_for(s) if epoch_observer_for else None
+    runs.append(train_and_evaluate(c, os.path.join(workdir, f"seed_{s}"),
+                                   epoch_observer=observer, **kwargs))
   summary = summarize(runs)
   if jax.process_index() == 0:
     os.makedirs(workdir, exist_ok=True)

@@ -36,10 +36,11 @@ def write_json_atomic(path: str, obj) -> None:
 
 
 def summarize(runs: list[dict]) -> dict:
-  """summary.json of a multi-seed run: mean, population std and the values of each
-  validation and test metric over the runs' results.json dicts."""
+  """summary.json of a multi-seed run: each run's selected epoch, and the mean, population
+  std and values of each validation and test metric over the runs' results.json dicts."""
   out = {"seeds": [r["seed"] for r in runs], "model": runs[0]["model"],
-         "dataset": runs[0]["dataset"]}
+         "dataset": runs[0]["dataset"],
+         "selected_epochs": [r["selected_epoch"] for r in runs]}
   for split in ("valid", "test"):
     keys = runs[0][split].keys()
     out[split] = {k: {"mean": float(np.mean([r[split][k] for r in runs])),
