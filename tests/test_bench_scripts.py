@@ -205,6 +205,20 @@ def test_bench_dropout_tiny(tmp_path, capsys):
   assert "fused_redrawn" in capsys.readouterr().out
 
 
+def test_bench_attention_tiny(tmp_path, capsys):
+  """Every path, plain and rematerialised, timed on a tiny shape and checked against
+  `explicit`; the JSON holds one row per (path, remat)."""
+  out = tmp_path / "attention.json"
+  assert _load("bench_attention").main(["--shapes=2x5x7", "--heads=2", "--head_dim=4",
+                                        "--repeats=1", f"--json={out}"]) == 0
+  rows = json.loads(out.read_text())["rows"]
+  assert {(r["path"], r["remat"]) for r in rows} == {
+      (p, r) for p in ("explicit", "xla", "chunked") for r in (False, True)}
+  assert all(r["max_abs_diff"] < 1e-4 and r["ms"] > 0 for r in rows)
+  assert next(r for r in rows if r["path"] == "explicit")["vs_explicit"] == 1.0
+  assert "chunked" in capsys.readouterr().out
+
+
 @pytest.mark.slow
 def test_bench_device_on_cpu_writes_every_field(tmp_path, capsys):
   """scripts/bench_device.py at small options on CPU: a row per configuration with the
