@@ -17,14 +17,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import time
+import os
+import sys
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mmfuse_jax.layers.attention import chunked_attention, explicit_attention, fused_attention
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_dropout import median_time  # noqa: E402  (scripts/ is not a package)
+
+from mmfuse_jax.layers.attention import (  # noqa: E402
+    chunked_attention, explicit_attention, fused_attention)
 
 PATHS = {
     "explicit": lambda q, k, v, mask: explicit_attention(q, k, v, mask)[0],
@@ -46,13 +50,7 @@ def time_path(fn, q, k, v, mask, *, remat: bool, repeats: int) -> tuple[float, j
   attend = jax.checkpoint(fn) if remat else fn
   grad = jax.jit(jax.value_and_grad(lambda q, k, v: jnp.sum(attend(q, k, v, mask) ** 2),
                                     argnums=(0, 1, 2)))
-  jax.block_until_ready(grad(q, k, v))
-  times = []
-  for _ in range(repeats):
-    t = time.perf_counter()
-    jax.block_until_ready(grad(q, k, v))
-    times.append(time.perf_counter() - t)
-  return statistics.median(times), jax.jit(fn)(q, k, v, mask)
+  return median_time(grad, q, k, v, repeats=repeats), jax.jit(fn)(q, k, v, mask)
 
 
 def main(argv=None) -> int:

@@ -32,7 +32,9 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from mmfuse_jax.layers import dropout as dropout_lib  # noqa: E402
 
 
-def _median_time(fn, *args, repeats: int) -> float:
+def median_time(fn, *args, repeats: int) -> float:
+  """Median seconds of `fn(*args)` (blocked until ready) over `repeats` calls after one
+  untimed call (compile and warm-up)."""
   jax.block_until_ready(fn(*args))
   times = []
   for _ in range(repeats):
@@ -53,8 +55,8 @@ def bench_masks(shape, rate: float, repeats: int) -> dict:
     fwd = jax.jit(apply)
     grad = jax.jit(jax.grad(lambda x, k, apply=apply: jnp.sum(apply(x, k) ** 2)))
     outs[name] = np.asarray(fwd(x, key))
-    row[f"{name}_forward_s"] = _median_time(fwd, x, key, repeats=repeats)
-    row[f"{name}_grad_s"] = _median_time(grad, x, key, repeats=repeats)
+    row[f"{name}_forward_s"] = median_time(fwd, x, key, repeats=repeats)
+    row[f"{name}_grad_s"] = median_time(grad, x, key, repeats=repeats)
   row["masks_equal"] = bool(np.array_equal(outs["flax"], outs["fused"]))
   row["forward_speedup"] = row["flax_forward_s"] / row["fused_forward_s"]
   row["grad_speedup"] = row["flax_grad_s"] / row["fused_grad_s"]
